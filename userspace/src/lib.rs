@@ -1,0 +1,10 @@
+//! The `fablab` command and the pieces it is made of: the CLI, scenario loading,
+//! pcap capture and frame decoding. I/O lives here and in `fablab-testbed`; the
+//! per-packet logic lives in `fablab-dataplane`.
+
+pub mod cli;
+pub mod frames;
+pub mod pcap;
+pub mod scenario;
+
+pub use cli::main;
