@@ -11,4 +11,9 @@
 //!   P4 INT v2.1 over UDP, and fablab's ACK extension, plus whole-frame parse/emit.
 #![forbid(unsafe_code)]
 
+pub mod cc;
+pub mod nic;
+pub mod packet;
+pub mod rng;
+pub mod switch;
 pub mod wire;

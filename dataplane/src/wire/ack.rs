@@ -8,7 +8,7 @@
 //!  0                   1                   2                   3
 //!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//! |  Ver  |E|T|0|0|  SACK words   |          Reserved (0)         |
+//! |  Ver  |E|T|D|0|  SACK words   |          Reserved (0)         |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! |  Reserved (0) |             Acked PSN                         |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
@@ -22,6 +22,8 @@
 //! - `E`: ECN-echo, the acked packet arrived with CE.
 //! - `T`: an INT block follows (the receiver is the INT sink and echoes the stack
 //!   the acked packet carried).
+//! - `D`: the acked packet was a duplicate (a D-SACK, RFC 2883): the sender learns
+//!   that a retransmission was spurious and widens its reordering window.
 //! - Acked PSN: the data packet this ACK answers (its RTT sample, INT and ECN).
 //! - Cumulative PSN: the next PSN the receiver expects; all before it arrived.
 //! - SACK bitmap: bit k (MSB first across the bitmap) set means PSN
@@ -41,6 +43,7 @@ pub const MAX_SACK_PSNS: usize = MAX_SACK_WORDS * 32;
 
 const FLAG_ECN_ECHO: u8 = 0x08;
 const FLAG_INT: u8 = 0x04;
+const FLAG_DSACK: u8 = 0x02;
 
 /// A bounded selective-acknowledgement bitmap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,6 +96,8 @@ impl SackBitmap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AckExtRepr {
     pub ecn_echo: bool,
+    /// The acked packet had already arrived (D-SACK).
+    pub duplicate: bool,
     /// 24-bit PSN of the data packet this ACK answers.
     pub acked_psn: u32,
     /// 24-bit next PSN expected in order.
@@ -120,12 +125,12 @@ impl AckExtRepr {
             ));
         }
         let flags = buf[0] & 0x0f;
-        if flags & !(FLAG_ECN_ECHO | FLAG_INT) != 0 {
+        if flags & !(FLAG_ECN_ECHO | FLAG_INT | FLAG_DSACK) != 0 {
             return Err(WireError::bad(
                 Header::AckExt,
                 "flags",
                 flags.into(),
-                "only E (0x8) and T (0x4)",
+                "only E (0x8), T (0x4) and D (0x2)",
             ));
         }
         let words = usize::from(buf[1]);
@@ -166,6 +171,7 @@ impl AckExtRepr {
         };
         Ok(AckExtRepr {
             ecn_echo: flags & FLAG_ECN_ECHO != 0,
+            duplicate: flags & FLAG_DSACK != 0,
             acked_psn: read_u24(&buf[5..8]),
             cumulative_psn: read_u24(&buf[9..12]),
             sack,
@@ -183,6 +189,9 @@ impl AckExtRepr {
         }
         if self.int.is_some() {
             flags |= FLAG_INT;
+        }
+        if self.duplicate {
+            flags |= FLAG_DSACK;
         }
         buf[0] = (VERSION << 4) | flags;
         buf[1] = self.sack.words() as u8;
@@ -216,7 +225,7 @@ pub(crate) mod tests {
             0x88, 0x00, 0x00, 0x00,
         ];
         let r = AckExtRepr::parse(&bytes).unwrap();
-        assert!(r.ecn_echo);
+        assert!(r.ecn_echo && !r.duplicate);
         assert_eq!((r.acked_psn, r.cumulative_psn), (0x105, 0x100));
         assert_eq!(r.sack.iter().collect::<Vec<_>>(), [0, 4]);
         assert!(r.int.is_none());
@@ -228,6 +237,7 @@ pub(crate) mod tests {
         assert!(sack.set(33));
         let r = AckExtRepr {
             ecn_echo: false,
+            duplicate: true,
             acked_psn: 0xabcdef,
             cumulative_psn: 0x000001,
             sack,
@@ -238,7 +248,7 @@ pub(crate) mod tests {
         assert_eq!(
             buf,
             [
-                0x10, 0x02, 0x00, 0x00, //
+                0x12, 0x02, 0x00, 0x00, //
                 0x00, 0xab, 0xcd, 0xef, //
                 0x00, 0x00, 0x00, 0x01, //
                 0x00, 0x00, 0x00, 0x00, //
@@ -263,25 +273,28 @@ pub(crate) mod tests {
 
     pub(crate) fn arb_ack_ext() -> impl Strategy<Value = AckExtRepr> {
         (
-            any::<bool>(),
+            any::<(bool, bool)>(),
             0u32..=U24_MASK,
             0u32..=U24_MASK,
             proptest::collection::vec(0usize..MAX_SACK_PSNS, 0..20),
             proptest::option::of(arb_stack()),
         )
-            .prop_map(|(ecn_echo, acked_psn, cumulative_psn, bits, int)| {
-                let mut sack = SackBitmap::default();
-                for b in bits {
-                    sack.set(b);
-                }
-                AckExtRepr {
-                    ecn_echo,
-                    acked_psn,
-                    cumulative_psn,
-                    sack,
-                    int,
-                }
-            })
+            .prop_map(
+                |((ecn_echo, duplicate), acked_psn, cumulative_psn, bits, int)| {
+                    let mut sack = SackBitmap::default();
+                    for b in bits {
+                        sack.set(b);
+                    }
+                    AckExtRepr {
+                        ecn_echo,
+                        duplicate,
+                        acked_psn,
+                        cumulative_psn,
+                        sack,
+                        int,
+                    }
+                },
+            )
     }
 
     proptest! {

@@ -607,6 +607,7 @@ pub(crate) mod tests {
                 },
                 ext: Some(AckExtRepr {
                     ecn_echo: true,
+                    duplicate: false,
                     acked_psn: 12,
                     cumulative_psn: 10,
                     sack,

@@ -1,0 +1,317 @@
+//! A fablab NIC as a sans-IO state machine: the sending side of every flow that
+//! starts here, the receiving side (reorder buffer, ACKs, INT sink) of every flow that
+//! ends here, and one egress scheduler between them.
+//!
+//! The driver calls [`Nic::handle_packet`] for every frame that arrives,
+//! [`Nic::poll_transmit`] whenever the NIC's port is free to send, and
+//! [`Nic::handle_timeout`] at [`Nic::poll_timeout`]. Deliveries and completions come
+//! out of [`Nic::poll_event`].
+
+pub mod reorder;
+pub mod sender;
+pub mod spray;
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::cc::{CcParams, FlowContext, Registry};
+use crate::packet::{FlowId, HostId, Kind, Nanos, Packet};
+use crate::rng::Rng;
+use crate::wire::U24_MASK;
+use reorder::{Arrival, ReorderBuffer};
+use sender::{FlowSpec, Sender, SenderConfig};
+use spray::{SprayPolicy, Sprayer};
+
+/// Settings of one NIC.
+#[derive(Debug, Clone)]
+pub struct NicConfig {
+    pub host: HostId,
+    pub line_rate_bps: u64,
+    /// Payload bytes per packet.
+    pub mtu: u32,
+    /// Bytes a flow may start with in flight (the `none` algorithm's fixed window).
+    pub window_bytes: u64,
+    /// Round-trip time of an empty path (initial RTT estimate).
+    pub base_rtt: Nanos,
+    pub rto_min: Nanos,
+    pub spray: SprayPolicy,
+    pub entropies: u32,
+    /// Packets the reorder buffer holds ahead of a gap, per flow.
+    pub reorder_window: u32,
+    pub cc: String,
+    pub cc_params: CcParams,
+    /// Seeds every random choice of this NIC.
+    pub seed: u64,
+}
+
+/// What the NIC reports to its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicEvent {
+    /// Bytes `offset..offset + bytes` of `flow` were delivered in order to the
+    /// application, exactly once.
+    Delivered {
+        flow: FlowId,
+        offset: u64,
+        bytes: u64,
+    },
+    /// Every byte of `flow` has been delivered (the last segment arrived in order).
+    ReceiverDone { flow: FlowId, at: Nanos },
+    /// Every byte of `flow` has been acknowledged to its sender.
+    SenderDone { flow: FlowId, at: Nanos },
+}
+
+/// Receive-side counters, summed over flows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    pub out_of_order: u64,
+    pub duplicates: u64,
+    pub beyond_window: u64,
+    pub max_held: u32,
+    pub acks_sent: u64,
+    pub control_dropped: u64,
+}
+
+#[derive(Debug)]
+struct Receiver {
+    flow: FlowId,
+    peer: HostId,
+    buf: ReorderBuffer,
+    /// Index and payload bytes of the flow's last segment, once it has arrived.
+    last: Option<(u64, u32)>,
+    done: bool,
+}
+
+/// Most control packets (ACKs, NACKs) waiting for the port. Beyond this the oldest
+/// cumulative information is superseded anyway, so the newest replaces nothing and
+/// is counted as dropped.
+const CONTROL_QUEUE: usize = 1024;
+
+/// One NIC.
+#[derive(Debug)]
+pub struct Nic {
+    cfg: NicConfig,
+    senders: Vec<Sender>,
+    tx_index: HashMap<FlowId, usize>,
+    receivers: Vec<Receiver>,
+    rx_index: HashMap<FlowId, usize>,
+    control: VecDeque<Packet>,
+    rr: usize,
+    events: VecDeque<NicEvent>,
+    rng: Rng,
+    stats: ReceiverStats,
+}
+
+impl Nic {
+    pub fn new(cfg: NicConfig) -> Nic {
+        Nic {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            senders: Vec::new(),
+            tx_index: HashMap::new(),
+            receivers: Vec::new(),
+            rx_index: HashMap::new(),
+            control: VecDeque::with_capacity(CONTROL_QUEUE),
+            rr: 0,
+            events: VecDeque::new(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    pub fn host(&self) -> HostId {
+        self.cfg.host
+    }
+
+    /// Starts sending a flow. Fails if the congestion controller cannot be created
+    /// (unknown name or parameter).
+    pub fn start_flow(
+        &mut self,
+        now: Nanos,
+        spec: FlowSpec,
+        registry: &Registry,
+    ) -> Result<(), String> {
+        let ctx = FlowContext::new(
+            spec.flow,
+            self.cfg.line_rate_bps,
+            self.cfg.base_rtt,
+            self.cfg.mtu,
+            self.cfg.window_bytes,
+            &self.cfg.cc_params,
+        );
+        let cc = registry.create(&self.cfg.cc, &ctx)?;
+        let spray = Sprayer::new(
+            self.cfg.spray,
+            self.cfg.entropies,
+            Rng::fork(self.rng.next_u64(), u64::from(spec.flow)),
+        );
+        let wire_per_packet = u64::from(Packet::data(0, 0, 0, 0, self.cfg.mtu).wire_len());
+        let max_inflight = (self.cfg.window_bytes.max(cc.window()) / wire_per_packet + 2)
+            .max(u64::from(self.cfg.reorder_window)) as u32;
+        let scfg = SenderConfig {
+            mtu: self.cfg.mtu,
+            base_rtt: self.cfg.base_rtt,
+            rto_min: self.cfg.rto_min,
+            max_inflight_packets: max_inflight,
+            congested_qlen: 4 * self.cfg.mtu,
+        };
+        self.tx_index.insert(spec.flow, self.senders.len());
+        self.senders.push(Sender::new(spec, scfg, cc, spray, now));
+        Ok(())
+    }
+
+    pub fn senders(&self) -> &[Sender] {
+        &self.senders
+    }
+
+    pub fn receiver_stats(&self) -> ReceiverStats {
+        let mut s = self.stats;
+        for r in &self.receivers {
+            s.out_of_order += r.buf.out_of_order;
+            s.duplicates += r.buf.duplicates;
+            s.beyond_window += r.buf.beyond_window;
+            s.max_held = s.max_held.max(r.buf.max_held);
+        }
+        s
+    }
+
+    fn queue_control(&mut self, p: Packet) {
+        if self.control.len() >= CONTROL_QUEUE {
+            self.stats.control_dropped += 1;
+        } else {
+            self.control.push_back(p);
+        }
+    }
+
+    /// A packet addressed to this NIC arrived.
+    pub fn handle_packet(&mut self, now: Nanos, pkt: &Packet) {
+        match pkt.kind {
+            Kind::Data => self.handle_data(now, pkt),
+            Kind::Ack => {
+                if let Some(&i) = self.tx_index.get(&pkt.flow) {
+                    let s = &mut self.senders[i];
+                    let was_done = s.is_done();
+                    s.handle_ack(now, pkt);
+                    if !was_done {
+                        if let Some(at) = s.finished_at {
+                            self.events
+                                .push_back(NicEvent::SenderDone { flow: pkt.flow, at });
+                        }
+                    }
+                }
+            }
+            Kind::Nack => {
+                if let Some(&i) = self.tx_index.get(&pkt.flow) {
+                    self.senders[i].handle_nack(now, pkt);
+                }
+            }
+            // DCQCN's reaction point arrives with the congestion-control issue.
+            Kind::Cnp => {}
+        }
+    }
+
+    fn handle_data(&mut self, now: Nanos, pkt: &Packet) {
+        let i = match self.rx_index.get(&pkt.flow) {
+            Some(&i) => i,
+            None => {
+                self.rx_index.insert(pkt.flow, self.receivers.len());
+                self.receivers.push(Receiver {
+                    flow: pkt.flow,
+                    peer: pkt.src,
+                    buf: ReorderBuffer::new(self.cfg.reorder_window),
+                    last: None,
+                    done: false,
+                });
+                self.receivers.len() - 1
+            }
+        };
+        let mtu = u64::from(self.cfg.mtu);
+        let r = &mut self.receivers[i];
+        if pkt.last && r.last.is_none() {
+            if let Some(idx) = r.buf.unwrap_psn(pkt.psn) {
+                r.last = Some((idx, pkt.payload));
+            }
+        }
+        let arrival = r.buf.arrive(pkt.psn);
+        let mut reply = Packet::control(Kind::Ack, self.cfg.host, r.peer, r.flow);
+        reply.psn = pkt.psn;
+        reply.entropy = pkt.entropy;
+        reply.cum_psn = (r.buf.expected() & u64::from(U24_MASK)) as u32;
+        reply.ecn_echo = pkt.is_ce();
+        // The INT sink: echo the stack the data packet collected.
+        reply.int = pkt.int;
+        match arrival {
+            Arrival::Deliver { from, to } => {
+                let mut bytes = (to - from) * mtu;
+                if let Some((last, last_payload)) = r.last {
+                    if (from..to).contains(&last) {
+                        bytes -= mtu - u64::from(last_payload);
+                    }
+                }
+                self.events.push_back(NicEvent::Delivered {
+                    flow: r.flow,
+                    offset: from * mtu,
+                    bytes,
+                });
+                if r.last.is_some_and(|(l, _)| r.buf.expected() > l) && !r.done {
+                    r.done = true;
+                    self.events.push_back(NicEvent::ReceiverDone {
+                        flow: r.flow,
+                        at: now,
+                    });
+                }
+            }
+            Arrival::BeyondWindow => reply.kind = Kind::Nack,
+            Arrival::Duplicate => reply.dsack = true,
+            Arrival::Held => {}
+        }
+        reply.sack = r.buf.sack();
+        self.stats.acks_sent += 1;
+        self.queue_control(reply);
+    }
+
+    /// The port is free: the next packet to send, control before data, flows in
+    /// turn.
+    pub fn poll_transmit(&mut self, now: Nanos) -> Option<Packet> {
+        if let Some(p) = self.control.pop_front() {
+            return Some(p);
+        }
+        let n = self.senders.len();
+        for k in 0..n {
+            let i = (self.rr + k) % n;
+            if let Some(p) = self.senders[i].poll_transmit(now) {
+                self.rr = (i + 1) % n;
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Whether a control packet is waiting (the driver may start the port at once).
+    pub fn has_control(&self) -> bool {
+        !self.control.is_empty()
+    }
+
+    /// The earliest time the NIC needs attention: a paced packet becomes sendable, or
+    /// a loss-recovery or congestion-control timer expires.
+    pub fn poll_timeout(&self) -> Option<Nanos> {
+        self.senders
+            .iter()
+            .filter(|s| !s.is_done())
+            .flat_map(|s| [s.next_send_time(), s.poll_timeout()])
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Nanos) {
+        for s in &mut self.senders {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<NicEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,508 @@
+//! One flow's sending side: segmentation into MTU packets with PSNs, the window and
+//! pacing from congestion control, spraying, and loss recovery.
+//!
+//! Loss recovery is selective and reorder-tolerant, after RACK (RFC 8985): a packet
+//! is declared lost only when a packet *sent after it* has been acknowledged and a
+//! reordering window has passed since:
+//!
+//! `now ≥ sent_at + rack_rtt + reo_wnd`, with `rack_rtt` the RTT of the most recently
+//! sent packet that was delivered and `reo_wnd = max(min_rtt / 4, 2 µs) × m`. `m`
+//! starts at 1 and grows by one (up to 16) each time a D-SACK shows that a
+//! retransmission was spurious, as RACK adapts its window (RFC 8985 §6.2), capped at
+//! the smoothed RTT.
+//!
+//! Spraying reorders packets by up to the difference in queueing between paths;
+//! counting SACK gaps (three duplicate ACKs, IRN's NACK on any gap) would retransmit
+//! most of a sprayed window. Time-based detection waits out the reordering instead.
+//! A retransmission timer (`rto = max(srtt + 4·rttvar, rto_min)`, doubled on each
+//! expiry) covers the losses RACK cannot see, such as the tail of a flow.
+
+use crate::cc::{AckSample, CongestionControl, CongestionEvent, SentSample};
+use crate::packet::{FlowId, HostId, Nanos, Packet};
+use crate::wire::U24_MASK;
+
+use super::spray::Sprayer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum State {
+    #[default]
+    Unsent,
+    InFlight,
+    Lost,
+    Acked,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    state: State,
+    retransmitted: bool,
+    sent_at: Nanos,
+    entropy: u16,
+    wire: u32,
+}
+
+/// Smoothed RTT after RFC 6298.
+#[derive(Debug, Clone, Copy)]
+struct RttEstimator {
+    srtt: Nanos,
+    rttvar: Nanos,
+    min: Nanos,
+    seen: bool,
+}
+
+impl RttEstimator {
+    fn update(&mut self, rtt: Nanos) {
+        if !self.seen {
+            self.srtt = rtt;
+            self.rttvar = rtt / 2;
+            self.min = rtt;
+            self.seen = true;
+        } else {
+            let diff = self.srtt.abs_diff(rtt);
+            self.rttvar = (3 * self.rttvar + diff) / 4;
+            self.srtt = (7 * self.srtt + rtt) / 8;
+            self.min = self.min.min(rtt);
+        }
+    }
+}
+
+/// Parameters of a sending flow.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowSpec {
+    pub flow: FlowId,
+    pub src: HostId,
+    pub dst: HostId,
+    pub bytes: u64,
+}
+
+/// Settings shared by a NIC's flows.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderConfig {
+    pub mtu: u32,
+    pub base_rtt: Nanos,
+    pub rto_min: Nanos,
+    /// Most packets in flight (sizes the tracking ring).
+    pub max_inflight_packets: u32,
+    /// INT queue depth above which an ACK counts as congested for adaptive spraying.
+    pub congested_qlen: u32,
+}
+
+/// Counters of a sending flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    pub packets_sent: u64,
+    pub retransmits: u64,
+    pub timeouts: u64,
+    pub losses_detected: u64,
+    /// Retransmissions a D-SACK showed to be unnecessary.
+    pub spurious_retransmits: u64,
+}
+
+/// One flow's sender.
+#[derive(Debug)]
+pub struct Sender {
+    pub spec: FlowSpec,
+    cfg: SenderConfig,
+    packets: u64,
+    next_new: u64,
+    base: u64,
+    slots: Vec<Slot>,
+    inflight: u64,
+    lost_pending: u32,
+    acked_bytes: u64,
+    cc: Box<dyn CongestionControl>,
+    spray: Sprayer,
+    next_tx: Nanos,
+    rtt: RttEstimator,
+    rack_xmit: Nanos,
+    rack_rtt: Nanos,
+    rack_timer: Option<Nanos>,
+    reo_mult: u32,
+    rto_at: Option<Nanos>,
+    rto_backoff: u32,
+    pub started_at: Nanos,
+    pub finished_at: Option<Nanos>,
+    pub stats: SenderStats,
+}
+
+impl Sender {
+    pub fn new(
+        spec: FlowSpec,
+        cfg: SenderConfig,
+        cc: Box<dyn CongestionControl>,
+        spray: Sprayer,
+        now: Nanos,
+    ) -> Sender {
+        let packets = spec.bytes.div_ceil(u64::from(cfg.mtu)).max(1);
+        let ring = (cfg.max_inflight_packets as u64).min(packets).max(1) as usize;
+        Sender {
+            spec,
+            cfg,
+            packets,
+            next_new: 0,
+            base: 0,
+            slots: vec![Slot::default(); ring],
+            inflight: 0,
+            lost_pending: 0,
+            acked_bytes: 0,
+            cc,
+            spray,
+            next_tx: now,
+            rtt: RttEstimator {
+                srtt: cfg.base_rtt,
+                rttvar: cfg.base_rtt / 2,
+                min: cfg.base_rtt,
+                seen: false,
+            },
+            rack_xmit: 0,
+            rack_rtt: 0,
+            rack_timer: None,
+            reo_mult: 1,
+            rto_at: None,
+            rto_backoff: 0,
+            started_at: now,
+            finished_at: None,
+            stats: SenderStats::default(),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.finished_at.is_some()
+    }
+    pub fn inflight(&self) -> u64 {
+        self.inflight
+    }
+    pub fn acked_bytes(&self) -> u64 {
+        self.acked_bytes
+    }
+    pub fn cc(&self) -> &dyn CongestionControl {
+        self.cc.as_ref()
+    }
+
+    fn slot(&mut self, index: u64) -> &mut Slot {
+        let n = self.slots.len() as u64;
+        &mut self.slots[(index % n) as usize]
+    }
+
+    fn payload_of(&self, index: u64) -> u32 {
+        let mtu = u64::from(self.cfg.mtu);
+        let start = index * mtu;
+        (self.spec.bytes.saturating_sub(start)).min(mtu) as u32
+    }
+
+    fn reo_wnd(&self) -> Nanos {
+        ((self.rtt.min / 4).max(2_000) * u64::from(self.reo_mult)).min(self.rtt.srtt.max(2_000))
+    }
+
+    fn rto(&self) -> Nanos {
+        let base = (self.rtt.srtt + 4 * self.rtt.rttvar).max(self.cfg.rto_min);
+        base.saturating_mul(1 << self.rto_backoff.min(10))
+    }
+
+    /// The index of the next packet to send (a loss to repair first, else new data),
+    /// if the window allows one now.
+    fn next_index(&self) -> Option<u64> {
+        if self.is_done() {
+            return None;
+        }
+        if self.lost_pending > 0 {
+            let n = self.slots.len() as u64;
+            for i in self.base..self.next_new {
+                if self.slots[(i % n) as usize].state == State::Lost {
+                    return Some(i);
+                }
+            }
+        }
+        let ring = self.slots.len() as u64;
+        if self.next_new < self.packets && self.next_new < self.base + ring {
+            return Some(self.next_new);
+        }
+        None
+    }
+
+    fn window_allows(&self, wire: u32) -> bool {
+        self.inflight == 0 || self.inflight + u64::from(wire) <= self.cc.window()
+    }
+
+    /// When this flow could send next (pacing), if it has something it may send.
+    pub fn next_send_time(&self) -> Option<Nanos> {
+        let i = self.next_index()?;
+        let wire = Packet::data(0, 0, 0, 0, self.payload_of(i)).wire_len();
+        self.window_allows(wire).then_some(self.next_tx)
+    }
+
+    /// Builds the next packet if pacing and the window allow it at `now`.
+    pub fn poll_transmit(&mut self, now: Nanos) -> Option<Packet> {
+        if now < self.next_tx {
+            return None;
+        }
+        let index = self.next_index()?;
+        let payload = self.payload_of(index);
+        let mut pkt = Packet::data(
+            self.spec.src,
+            self.spec.dst,
+            self.spec.flow,
+            (index & u64::from(U24_MASK)) as u32,
+            payload,
+        );
+        pkt.last = index + 1 == self.packets;
+        let wire = pkt.wire_len();
+        if !self.window_allows(wire) {
+            return None;
+        }
+        pkt.entropy = self.spray.next_entropy();
+        let retransmit = index < self.next_new;
+        let slot = self.slot(index);
+        if retransmit {
+            debug_assert_eq!(slot.state, State::Lost);
+            slot.retransmitted = true;
+        }
+        *slot = Slot {
+            state: State::InFlight,
+            retransmitted: retransmit || slot.retransmitted,
+            sent_at: now,
+            entropy: pkt.entropy,
+            wire,
+        };
+        if retransmit {
+            self.lost_pending -= 1;
+            self.stats.retransmits += 1;
+        } else {
+            self.next_new += 1;
+        }
+        self.inflight += u64::from(wire);
+        self.stats.packets_sent += 1;
+        let rate = self.cc.pacing_rate().max(1);
+        self.next_tx = now.max(self.next_tx) + u64::from(wire) * 8 * 1_000_000_000 / rate;
+        if self.rto_at.is_none() {
+            self.rto_at = Some(now + self.rto());
+        }
+        self.cc.on_sent(
+            now,
+            &SentSample {
+                psn: pkt.psn,
+                bytes: wire,
+                inflight: self.inflight,
+                entropy: pkt.entropy,
+                retransmit,
+            },
+        );
+        Some(pkt)
+    }
+
+    /// The index a 24-bit PSN from an ACK stands for, if it is within what was sent.
+    fn unwrap(&self, psn: u32) -> Option<u64> {
+        let here = (self.base & u64::from(U24_MASK)) as u32;
+        let ahead = u64::from(psn.wrapping_sub(here) & U24_MASK);
+        let outstanding = self.next_new - self.base;
+        if ahead <= outstanding {
+            Some(self.base + ahead)
+        } else {
+            // Behind the base (an old, reordered ACK) or garbage.
+            None
+        }
+    }
+
+    /// Like [`unwrap`](Self::unwrap), but also for packets behind the cumulative ACK
+    /// whose slot the ring has not reused yet.
+    fn recent_index(&self, psn: u32) -> Option<u64> {
+        if let Some(i) = self.unwrap(psn).filter(|&i| i < self.next_new) {
+            return Some(i);
+        }
+        let behind = u64::from((self.base & u64::from(U24_MASK)) as u32)
+            .wrapping_sub(u64::from(psn))
+            & u64::from(U24_MASK);
+        let i = self.base.checked_sub(behind)?;
+        (self.next_new - i <= self.slots.len() as u64).then_some(i)
+    }
+
+    /// Marks one packet delivered; returns its payload if it was newly so.
+    fn mark_acked(&mut self, index: u64) -> Option<(u32, Slot)> {
+        let payload = self.payload_of(index);
+        let slot = *self.slot(index);
+        match slot.state {
+            State::InFlight => self.inflight -= u64::from(slot.wire),
+            State::Lost => self.lost_pending -= 1,
+            State::Acked | State::Unsent => return None,
+        }
+        self.slot(index).state = State::Acked;
+        self.acked_bytes += u64::from(payload);
+        Some((payload, slot))
+    }
+
+    /// An ACK (cumulative PSN, SACK, the acked packet's ECN and INT) arrived.
+    pub fn handle_ack(&mut self, now: Nanos, ack: &Packet) {
+        if self.is_done() {
+            return;
+        }
+        let acked_index = self.unwrap(ack.psn);
+        let acked_slot = acked_index
+            .filter(|&i| i < self.next_new)
+            .map(|i| *self.slot(i));
+        let Some(cum) = self.unwrap(ack.cum_psn) else {
+            return;
+        };
+        let mut newly = 0u64;
+        let rack_update = |s: &mut Self, slot: Slot| {
+            if slot.sent_at >= s.rack_xmit {
+                s.rack_xmit = slot.sent_at;
+                if !slot.retransmitted {
+                    s.rack_rtt = now.saturating_sub(slot.sent_at);
+                }
+            }
+        };
+        for i in self.base..cum {
+            if let Some((p, slot)) = self.mark_acked(i) {
+                newly += u64::from(p);
+                rack_update(self, slot);
+            }
+        }
+        self.base = self.base.max(cum);
+        for k in ack.sack.iter() {
+            let i = cum + 1 + k as u64;
+            if i >= self.next_new {
+                break;
+            }
+            if let Some((p, slot)) = self.mark_acked(i) {
+                newly += u64::from(p);
+                rack_update(self, slot);
+            }
+        }
+        if ack.dsack {
+            // A duplicate of a packet we retransmitted: the original arrived after
+            // all, so the retransmission was spurious.
+            if let Some(i) = self.recent_index(ack.psn) {
+                let s = *self.slot(i);
+                if s.retransmitted && s.state == State::Acked {
+                    self.stats.spurious_retransmits += 1;
+                    self.reo_mult = (self.reo_mult + 1).min(16);
+                }
+            }
+        }
+        let rtt = acked_slot
+            .filter(|s| !s.retransmitted && s.state != State::Unsent)
+            .map(|s| now.saturating_sub(s.sent_at));
+        if let Some(r) = rtt {
+            self.rtt.update(r);
+        }
+        if let Some(s) = acked_slot {
+            let congested = ack.ecn_echo
+                || ack
+                    .int
+                    .hops()
+                    .iter()
+                    .any(|h| h.qlen > self.cfg.congested_qlen);
+            self.spray.feedback(s.entropy, congested);
+        }
+        if newly > 0 {
+            self.rto_backoff = 0;
+            self.rto_at = (self.inflight > 0).then(|| now + self.rto());
+        }
+        self.cc.on_ack(
+            now,
+            &AckSample {
+                rtt,
+                min_rtt: self.rtt.min,
+                acked_bytes: newly,
+                ecn_echo: ack.ecn_echo,
+                int: ack.int.hops(),
+                entropy: acked_slot.map_or(0, |s| s.entropy),
+                acked_psn: ack.psn,
+                cumulative_psn: ack.cum_psn,
+                inflight: self.inflight,
+                delivered: self.acked_bytes,
+            },
+        );
+        self.detect_losses(now);
+        if self.base >= self.packets {
+            self.finished_at = Some(now);
+            self.rto_at = None;
+            self.rack_timer = None;
+        }
+    }
+
+    /// The receiver could not hold a packet: repair the head of the window if it
+    /// has been outstanding longer than a reordering window.
+    pub fn handle_nack(&mut self, now: Nanos, nack: &Packet) {
+        self.cc
+            .on_congestion(now, &CongestionEvent::Nack { psn: nack.psn });
+        let Some(cum) = self.unwrap(nack.cum_psn) else {
+            return;
+        };
+        if cum < self.next_new {
+            let reo = self.reo_wnd();
+            let s = *self.slot(cum);
+            if s.state == State::InFlight && now >= s.sent_at + self.rtt.min + reo {
+                self.declare_lost(now, cum);
+            }
+        }
+    }
+
+    fn declare_lost(&mut self, now: Nanos, index: u64) {
+        let s = self.slot(index);
+        debug_assert_eq!(s.state, State::InFlight);
+        s.state = State::Lost;
+        let wire = s.wire;
+        self.inflight -= u64::from(wire);
+        self.lost_pending += 1;
+        self.stats.losses_detected += 1;
+        self.cc.on_congestion(
+            now,
+            &CongestionEvent::Loss {
+                psn: (index & u64::from(U24_MASK)) as u32,
+                bytes: wire,
+            },
+        );
+    }
+
+    fn detect_losses(&mut self, now: Nanos) {
+        self.rack_timer = None;
+        if self.rack_xmit == 0 && self.rack_rtt == 0 {
+            return;
+        }
+        let reo = self.reo_wnd();
+        for i in self.base..self.next_new {
+            let s = *self.slot(i);
+            if s.state != State::InFlight || s.sent_at >= self.rack_xmit {
+                continue;
+            }
+            let deadline = s.sent_at + self.rack_rtt + reo;
+            if now >= deadline {
+                self.declare_lost(now, i);
+            } else {
+                self.rack_timer = Some(self.rack_timer.map_or(deadline, |t| t.min(deadline)));
+            }
+        }
+    }
+
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) has work to do.
+    pub fn poll_timeout(&self) -> Option<Nanos> {
+        [self.rto_at, self.rack_timer, self.cc.next_timer()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Nanos) {
+        if self.is_done() {
+            return;
+        }
+        if self.rack_timer.is_some_and(|t| t <= now) {
+            self.detect_losses(now);
+        }
+        if self.rto_at.is_some_and(|t| t <= now) {
+            self.stats.timeouts += 1;
+            for i in self.base..self.next_new {
+                if self.slot(i).state == State::InFlight {
+                    self.declare_lost(now, i);
+                }
+            }
+            self.cc.on_congestion(now, &CongestionEvent::Timeout);
+            self.rto_backoff += 1;
+            self.rto_at = Some(now + self.rto());
+        }
+        if self.cc.next_timer().is_some_and(|t| t <= now) {
+            self.cc.on_timer(now);
+        }
+    }
+}
