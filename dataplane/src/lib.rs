@@ -14,6 +14,8 @@
 pub mod cc;
 pub mod nic;
 pub mod packet;
+pub mod payload;
 pub mod rng;
+pub mod sim;
 pub mod switch;
 pub mod wire;

@@ -1,0 +1,379 @@
+//! What a run measured: the numbers `results.json` carries (docs/results.md defines
+//! each one).
+
+use super::traffic::Pattern;
+use super::Simulator;
+use crate::packet::{FlowId, HostId, Nanos, Packet};
+use crate::payload::{combine, StreamDigest};
+
+/// p50 / p99 / max of a distribution.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub(crate) fn of_u64(values: &mut [u64]) -> Percentiles {
+        let mut v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
+        Percentiles::of_f64(&mut v)
+    }
+
+    pub(crate) fn of_f64(values: &mut [f64]) -> Percentiles {
+        values.sort_by(f64::total_cmp);
+        let pick = |q: f64| -> f64 {
+            if values.is_empty() {
+                return 0.0;
+            }
+            values[((values.len() as f64 - 1.0) * q).round() as usize]
+        };
+        Percentiles {
+            p50: pick(0.5),
+            p99: pick(0.99),
+            max: values.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// One flow's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowReport {
+    pub id: FlowId,
+    pub src: HostId,
+    pub dst: HostId,
+    pub bytes: u64,
+    pub start_ns: Option<Nanos>,
+    /// Start to the last byte delivered in order at the receiver.
+    pub fct_ns: Option<Nanos>,
+    /// The same flow alone on an empty fabric.
+    pub ideal_fct_ns: Nanos,
+    pub delivered_bytes: u64,
+    pub retransmits: u64,
+}
+
+/// One switch port's counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortReport {
+    pub switch: String,
+    pub port: u16,
+    pub peer: String,
+    pub tx_bytes: u64,
+    pub drops: u64,
+    pub max_queue_bytes: u64,
+    pub ecn_marks: u64,
+    pub pfc_pauses_sent: u64,
+}
+
+/// A ring all-reduce's figures, as nccl-tests reports them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AllreduceReport {
+    pub ranks: u32,
+    /// Bytes reduced per rank.
+    pub bytes: u64,
+    pub completion_us: f64,
+    /// bytes / time.
+    pub algbw_gbps: f64,
+    /// algbw × 2(ranks − 1) / ranks.
+    pub busbw_gbps: f64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub goodput_gbps: f64,
+    pub ideal_goodput_gbps: f64,
+    pub efficiency: f64,
+    pub fct_us: Percentiles,
+    pub fct_slowdown: Percentiles,
+    pub queue_bytes: Percentiles,
+    /// Packets lost: switch drops plus link losses.
+    pub drops: u64,
+    pub switch_drops: u64,
+    pub link_drops: u64,
+    pub pfc_pauses: u64,
+    pub retransmits: u64,
+    pub spurious_retransmits: u64,
+    pub timeouts: u64,
+    pub ooo_packets: u64,
+    pub duplicate_packets: u64,
+    pub reorder_max_depth: u32,
+    pub delivered_bytes: u64,
+    pub delivered_digest: String,
+    /// The digest of every byte of every flow, delivered once in order: what
+    /// `delivered_digest` must equal when every flow finished.
+    pub expected_digest: String,
+    /// Deliveries that did not continue their flow's stream (must be 0).
+    pub order_violations: u64,
+    pub flows_total: usize,
+    pub flows_finished: usize,
+    pub events: u64,
+    pub sim_time_ns: Nanos,
+    pub base_rtt_ns: Nanos,
+    pub flows: Vec<FlowReport>,
+    pub ports: Vec<PortReport>,
+    pub allreduce: Option<AllreduceReport>,
+}
+
+/// Max-min fair rates of `flows` (src, dst) when only host links (capacity `cap`
+/// each way) constrain them, by water-filling. Returns the sum of the rates.
+pub fn max_min_host_limited(flows: &[(HostId, HostId)], hosts: u32, cap: f64) -> f64 {
+    let n = hosts as usize;
+    let mut up = vec![cap; n];
+    let mut down = vec![cap; n];
+    let mut frozen = vec![false; flows.len()];
+    let mut total = 0.0;
+    loop {
+        let mut users_up = vec![0u32; n];
+        let mut users_down = vec![0u32; n];
+        for (i, &(s, d)) in flows.iter().enumerate() {
+            if !frozen[i] {
+                users_up[s as usize] += 1;
+                users_down[d as usize] += 1;
+            }
+        }
+        let share = |c: f64, u: u32| {
+            if u > 0 {
+                c / f64::from(u)
+            } else {
+                f64::INFINITY
+            }
+        };
+        let mut best = f64::INFINITY;
+        for h in 0..n {
+            best = best
+                .min(share(up[h], users_up[h]))
+                .min(share(down[h], users_down[h]));
+        }
+        if !best.is_finite() {
+            return total;
+        }
+        // Freeze every flow that crosses a bottleneck at `best`.
+        let mut any = false;
+        for (i, &(s, d)) in flows.iter().enumerate() {
+            if frozen[i] {
+                continue;
+            }
+            let (s, d) = (s as usize, d as usize);
+            let bottleneck = (share(up[s], users_up[s]) - best).abs() < 1e-9
+                || (share(down[d], users_down[d]) - best).abs() < 1e-9;
+            if bottleneck {
+                frozen[i] = true;
+                any = true;
+                total += best;
+                up[s] -= best;
+                down[d] -= best;
+            }
+        }
+        if !any {
+            return total;
+        }
+    }
+}
+
+pub(super) fn build_report(sim: &Simulator) -> Report {
+    let cfg = &sim.cfg;
+    let host_mbps = f64::from(cfg.topology.host_rate_mbps);
+    let host_bps = host_mbps * 1e6;
+    let delay = cfg.topology.link_delay;
+    let mtu = cfg.nic.mtu;
+    let mut flows = Vec::new();
+    let mut fcts = Vec::new();
+    let mut slowdowns = Vec::new();
+    let mut delivered = 0u64;
+    let mut retransmits = 0u64;
+    let mut order_violations = 0u64;
+    for (f, run) in sim.flows.iter().zip(&sim.runs) {
+        let sender = sim.nics[f.src as usize]
+            .senders()
+            .iter()
+            .find(|s| s.spec.flow == f.id);
+        let rtx = sender.map_or(0, |s| s.stats.retransmits);
+        retransmits += rtx;
+        order_violations += run.order_violations;
+        delivered += run.digest.bytes();
+        let hops = u64::from(sim.topo.hops(f.src, f.dst));
+        let packets = f.bytes.div_ceil(u64::from(mtu)).max(1);
+        let full = u64::from(Packet::data(0, 0, 0, 0, mtu).wire_len());
+        let last = u64::from(
+            Packet::data(
+                0,
+                0,
+                0,
+                0,
+                (f.bytes - (packets - 1) * u64::from(mtu)) as u32,
+            )
+            .wire_len(),
+        );
+        let total_wire = (packets - 1) * full + last;
+        let first = if packets == 1 { last } else { full };
+        // Propagation over every hop, store-and-forward of the first packet at every
+        // hop, then the rest of the flow at the host link rate.
+        let ideal = hops * delay
+            + ((hops * first + (total_wire - first)) as f64 * 8.0 / host_bps * 1e9) as u64;
+        let fct = match (run.started, run.rx_done) {
+            (Some(s), Some(d)) => Some(d - s),
+            _ => None,
+        };
+        if let Some(fct) = fct {
+            fcts.push(fct as f64 / 1e3);
+            slowdowns.push((fct as f64 / ideal.max(1) as f64).max(1.0));
+        }
+        flows.push(FlowReport {
+            id: f.id,
+            src: f.src,
+            dst: f.dst,
+            bytes: f.bytes,
+            start_ns: run.started,
+            fct_ns: fct,
+            ideal_fct_ns: ideal,
+            delivered_bytes: run.digest.bytes(),
+            retransmits: rtx,
+        });
+    }
+    let start = sim.flows.iter().map(|f| f.start).min().unwrap_or(0);
+    let end = match cfg.duration {
+        Some(d) => d.min(sim.q.now().max(sim.last_delivery)),
+        None => sim.last_delivery,
+    };
+    let span_s = (end.saturating_sub(start)).max(1) as f64 / 1e9;
+    let goodput = delivered as f64 * 8.0 / span_s / 1e9;
+    let ideal = ideal_goodput_gbps(sim, host_bps);
+    let mut ports = Vec::new();
+    let mut switch_drops = 0;
+    for (i, sw) in sim.switches.iter().enumerate() {
+        let node = sim.topo.hosts as usize + i;
+        for p in 0..sw.port_count() as u16 {
+            let st = sw.stats(p);
+            switch_drops += st.drops;
+            ports.push(PortReport {
+                switch: sim.topo.names[node].clone(),
+                port: p,
+                peer: sim.topo.names[sim.topo.peer(node as u32, p).node as usize].clone(),
+                tx_bytes: st.tx_bytes,
+                drops: st.drops,
+                max_queue_bytes: st.max_queue_bytes,
+                ecn_marks: st.ecn_marks,
+                pfc_pauses_sent: st.pauses_sent,
+            });
+        }
+    }
+    let mut rx = crate::nic::ReceiverStats::default();
+    let (mut spurious, mut timeouts) = (0, 0);
+    for nic in &sim.nics {
+        let s = nic.receiver_stats();
+        rx.out_of_order += s.out_of_order;
+        rx.duplicates += s.duplicates;
+        rx.max_held = rx.max_held.max(s.max_held);
+        for snd in nic.senders() {
+            spurious += snd.stats.spurious_retransmits;
+            timeouts += snd.stats.timeouts;
+        }
+    }
+    let mut samples = sim.queue_samples.clone();
+    let allreduce = match cfg.traffic.pattern {
+        Pattern::AllreduceRing { ranks } => {
+            let done = sim.runs.iter().filter_map(|r| r.rx_done).max();
+            let all = sim.runs.iter().all(|r| r.rx_done.is_some());
+            done.filter(|_| all).map(|t| {
+                let secs = (t - start) as f64 / 1e9;
+                let algbw = cfg.traffic.flow_bytes as f64 * 8.0 / secs / 1e9;
+                AllreduceReport {
+                    ranks,
+                    bytes: cfg.traffic.flow_bytes,
+                    completion_us: secs * 1e6,
+                    algbw_gbps: algbw,
+                    busbw_gbps: algbw * 2.0 * f64::from(ranks - 1) / f64::from(ranks),
+                }
+            })
+        }
+        _ => None,
+    };
+    Report {
+        goodput_gbps: goodput,
+        ideal_goodput_gbps: ideal,
+        efficiency: if ideal > 0.0 { goodput / ideal } else { 0.0 },
+        fct_us: Percentiles::of_f64(&mut fcts),
+        fct_slowdown: Percentiles::of_f64(&mut slowdowns),
+        queue_bytes: Percentiles::of_u64(&mut samples),
+        drops: switch_drops + sim.link_drops,
+        switch_drops,
+        link_drops: sim.link_drops,
+        pfc_pauses: sim.pfc_pauses,
+        retransmits,
+        spurious_retransmits: spurious,
+        timeouts,
+        ooo_packets: rx.out_of_order,
+        duplicate_packets: rx.duplicates,
+        reorder_max_depth: rx.max_held,
+        delivered_bytes: delivered,
+        delivered_digest: combine(
+            sim.flows
+                .iter()
+                .zip(&sim.runs)
+                .map(|(f, r)| (f.id, r.digest.crc(), r.digest.bytes())),
+        ),
+        expected_digest: combine(sim.flows.iter().map(|f| {
+            let mut d = StreamDigest::default();
+            d.feed_pattern(f.id, 0, f.bytes);
+            (f.id, d.crc(), d.bytes())
+        })),
+        order_violations,
+        flows_total: sim.flows.len(),
+        flows_finished: sim.finished,
+        events: sim.q.processed(),
+        sim_time_ns: sim.q.now(),
+        base_rtt_ns: sim.base_rtt,
+        flows,
+        ports,
+        allreduce,
+    }
+}
+
+/// What the traffic could get if only host links limited it (a single
+/// non-blocking switch), in Gb/s of payload: the link rate times the payload share
+/// of a full-size frame without INT (headers are not a fabric inefficiency; INT is,
+/// and shows in `efficiency`).
+fn ideal_goodput_gbps(sim: &Simulator, host_bps: f64) -> f64 {
+    let hosts = sim.topo.hosts;
+    let mtu = sim.cfg.nic.mtu;
+    let payload_share = f64::from(mtu) / f64::from(Packet::data(0, 0, 0, 0, mtu).wire_len());
+    let host_bps = host_bps * payload_share;
+    match &sim.cfg.traffic.pattern {
+        Pattern::Poisson { .. } => {
+            // Open-loop traffic: what was offered, over the arrival span.
+            let bytes: u64 = sim.flows.iter().map(|f| f.bytes).sum();
+            let first = sim.flows.iter().map(|f| f.start).min().unwrap_or(0);
+            let last = sim.flows.iter().map(|f| f.start).max().unwrap_or(0);
+            let offered = bytes as f64 * 8.0 / ((last - first).max(1) as f64 / 1e9);
+            offered.min(f64::from(hosts) * host_bps) / 1e9
+        }
+        _ => {
+            // Flows that run together: for an all-reduce, one step of the ring.
+            let pairs: Vec<(HostId, HostId)> = sim
+                .flows
+                .iter()
+                .filter(|f| f.after.is_none())
+                .map(|f| (f.src, f.dst))
+                .collect();
+            max_min_host_limited(&pairs, hosts, host_bps) / 1e9
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_min_of_permutation_incast_and_mixed() {
+        let perm: Vec<(u32, u32)> = (0..4).map(|i| (i, (i + 1) % 4)).collect();
+        assert_eq!(max_min_host_limited(&perm, 4, 100.0), 400.0);
+        let incast: Vec<(u32, u32)> = (1..5).map(|i| (i, 0)).collect();
+        assert_eq!(max_min_host_limited(&incast, 5, 100.0), 100.0);
+        // Host 0 sends to 1 and 2; host 3 sends to 2: 0→1 and 0→2 share 0's uplink
+        // (50 each), 3→2 gets the remaining 50 of 2's downlink.
+        let mixed = [(0, 1), (0, 2), (3, 2)];
+        assert!((max_min_host_limited(&mixed, 4, 100.0) - 150.0).abs() < 1e-9);
+    }
+}
