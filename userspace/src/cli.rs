@@ -7,7 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing::debug;
 
+use std::io::IsTerminal as _;
+
+use fablab_dataplane::cc::Registry;
+
 use crate::frames;
+use crate::run;
 use crate::scenario::Scenario;
 
 /// Exit code of a command that could not do its job (bad input, I/O error).
@@ -113,12 +118,19 @@ fn init_logging() {
         .try_init();
 }
 
-/// Parses the process arguments and runs the command.
+/// Parses the process arguments and runs the command with the built-in
+/// congestion-control algorithms.
 pub fn main() -> ExitCode {
+    main_with(Registry::default())
+}
+
+/// Like [`main`], with the algorithms of `registry` (the built-ins plus whatever an
+/// embedding crate registered) selectable as `nic.cc`.
+pub fn main_with(registry: Registry) -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     debug!(?cli, "parsed command line");
-    match dispatch(cli.command) {
+    match dispatch(cli.command, &registry) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -132,7 +144,28 @@ fn not_available(what: &str, arrives_with: &str) -> ExitCode {
     ExitCode::from(EXIT_NOT_AVAILABLE)
 }
 
-fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+fn load(
+    path: &std::path::Path,
+    sets: &[String],
+    seed: Option<u64>,
+    registry: &Registry,
+) -> anyhow::Result<Scenario> {
+    let mut s = Scenario::load(path, sets)?;
+    if let Some(seed) = seed {
+        s.seed = seed;
+    }
+    if !registry.contains(&s.nic.cc) {
+        anyhow::bail!(
+            "{}: [nic] cc = {:?}: unknown congestion control (registered: {})",
+            path.display(),
+            s.nic.cc,
+            registry.names().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(s)
+}
+
+fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
             scenario,
@@ -141,31 +174,19 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             out,
             sets,
         } => {
-            let mut s = Scenario::load(&scenario, &sets)?;
-            if let Some(seed) = seed {
-                s.seed = seed;
-            }
+            let s = load(&scenario, &sets, seed, registry)?;
             match mode {
                 Mode::Emu => return Ok(not_available("--mode emu", "the emu datapath (issue 5)")),
                 Mode::Xdp => return Ok(not_available("--mode xdp", "the XDP datapath (issue 6)")),
                 Mode::Sim => {}
             }
-            println!(
-                "scenario {} ({}): {} hosts, seed {}",
-                s.name,
-                scenario.display(),
-                s.host_count(),
-                s.seed
-            );
-            println!("{}", toml::to_string_pretty(&s)?);
-            let out = out.map_or_else(
-                || "runs/<scenario>-<timestamp>/".into(),
-                |p| p.display().to_string(),
-            );
-            println!(
-                "The scenario is valid. The simulator that runs it and writes {out}results.json \
-                 arrives with the simulated fabric (issue 3); nothing was run."
-            );
+            let cfg = run::sim_config(&s, &scenario)?;
+            let result = run::run_sim(cfg, registry.clone(), std::io::stderr().is_terminal())?;
+            let doc = run::results_json(&s, &scenario, "sim", &result);
+            let dir = out.unwrap_or_else(|| run::default_out_dir(&s.name));
+            let path = run::write_results(&dir, &doc)?;
+            println!("{}", run::summary(&s, &result));
+            println!("  results     {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare {
@@ -173,18 +194,24 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             vary,
             sets,
         } => {
-            let (key, values) = vary
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("--vary {vary}: expected KEY=V1,V2,..."))?;
-            for v in values.split(',') {
+            let (key, values) = run::parse_vary(&vary)?;
+            // Check every variant before running any.
+            let mut variants = Vec::new();
+            for v in &values {
                 let mut all = sets.clone();
                 all.push(format!("{key}={v}"));
-                Scenario::load(&scenario, &all)?;
+                let s = load(&scenario, &all, None, registry)?;
+                variants.push((format!("{key}={v}"), s));
             }
-            Ok(not_available(
-                "fablab compare",
-                "the simulated fabric (issue 3)",
-            ))
+            let mut rows = Vec::new();
+            for (label, s) in &variants {
+                eprintln!("running {label} ...");
+                let cfg = run::sim_config(s, &scenario)?;
+                let result = run::run_sim(cfg, registry.clone(), std::io::stderr().is_terminal())?;
+                rows.push(run::compare_row(label, &result.report));
+            }
+            print!("{}", run::table(&run::COMPARE_HEADER, &rows));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Testbed { action } => {
             let what = match action {
@@ -213,7 +240,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Version => {
             println!("fablab {}", env!("CARGO_PKG_VERSION"));
-            println!("modes: sim (arrives with issue 3), emu (issue 5), xdp (issue 6)");
+            println!("modes: sim; emu arrives with issue 5, xdp with issue 6");
+            println!(
+                "congestion control: {}",
+                registry.names().collect::<Vec<_>>().join(", ")
+            );
             println!("wire: RoCEv2 (UDP {}), P4 INT v2.1 INT-MD over UDP (port {}), fablab ACK extension v{}",
                 fablab_dataplane::wire::ROCEV2_UDP_PORT,
                 fablab_dataplane::wire::INT_UDP_PORT,

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod frames;
 pub mod pcap;
+pub mod run;
 pub mod scenario;
 
-pub use cli::main;
+pub use cli::{main, main_with};

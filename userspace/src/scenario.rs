@@ -28,6 +28,60 @@ pub struct Scenario {
     #[serde(default)]
     pub nic: NicConfig,
     pub traffic: Traffic,
+    #[serde(default)]
+    pub sim: SimSettings,
+    /// Link events: failures, recoveries, loss, degraded rates.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+}
+
+/// How the simulator runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSettings {
+    /// Stop at this virtual time (µs) even if flows are unfinished; without it the run
+    /// ends when every flow has finished.
+    pub duration_us: Option<f64>,
+    /// How often every switch egress queue is sampled for `queue_bytes` (ns).
+    #[serde(default = "defaults::sample_ns")]
+    pub queue_sample_ns: u64,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        SimSettings {
+            duration_us: None,
+            queue_sample_ns: defaults::sample_ns(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// The link stops carrying packets (queued packets on it are lost).
+    LinkDown,
+    /// The link carries packets again.
+    LinkUp,
+    /// From then on each packet is lost with probability `loss`.
+    Loss,
+    /// From then on the link runs at `rate_fraction` of its rate.
+    Slow,
+}
+
+/// One link event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// When, in µs of virtual time.
+    pub at_us: f64,
+    /// The link by its two end nodes: `["leaf0", "spine1"]`, `["h3", "leaf0"]`.
+    pub link: [String; 2],
+    pub kind: FaultKind,
+    /// `loss`: probability per packet, 0..=1.
+    pub loss: Option<f64>,
+    /// `slow`: fraction of the link's rate, in (0, 1].
+    pub rate_fraction: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,9 +157,19 @@ pub struct SwitchConfig {
     pub ecn_kmax_bytes: u64,
     #[serde(default = "defaults::pmax")]
     pub ecn_pmax: f64,
+    /// Mark ECN at all (DCQCN/DCTCP need it).
+    #[serde(default = "defaults::yes")]
+    pub ecn: bool,
     /// Lossless (PFC) instead of tail drop.
     #[serde(default)]
     pub lossless: bool,
+    /// Lossless: pause an ingress port's peer when this many bytes that came in on
+    /// it are queued in the switch...
+    #[serde(default = "defaults::pfc_xoff")]
+    pub pfc_xoff_bytes: u64,
+    /// ...and resume it when they drop to this many.
+    #[serde(default = "defaults::pfc_xon")]
+    pub pfc_xon_bytes: u64,
     /// Stamp INT metadata into every data packet.
     #[serde(default = "defaults::yes")]
     pub int: bool,
@@ -119,7 +183,10 @@ impl Default for SwitchConfig {
             ecn_kmin_bytes: defaults::kmin(),
             ecn_kmax_bytes: defaults::kmax(),
             ecn_pmax: defaults::pmax(),
+            ecn: true,
             lossless: false,
+            pfc_xoff_bytes: defaults::pfc_xoff(),
+            pfc_xon_bytes: defaults::pfc_xon(),
             int: true,
         }
     }
@@ -151,6 +218,18 @@ pub struct NicConfig {
     /// RoCEv2 payload bytes per packet.
     #[serde(default = "defaults::mtu")]
     pub mtu_bytes: u32,
+    /// Bytes a flow may have in flight at first (`none` keeps it); default twice
+    /// the bandwidth-delay product of the fabric's longest path.
+    pub window_bytes: Option<u64>,
+    /// Smallest retransmission timeout, µs.
+    #[serde(default = "defaults::rto_min_us")]
+    pub rto_min_us: f64,
+    /// Packets the receiver's reorder buffer holds ahead of a gap, per flow.
+    #[serde(default = "defaults::reorder_window")]
+    pub reorder_window: u32,
+    /// Parameters of the congestion-control algorithm, by name.
+    #[serde(default)]
+    pub cc_params: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for NicConfig {
@@ -160,6 +239,10 @@ impl Default for NicConfig {
             entropies: defaults::entropies(),
             cc: defaults::cc(),
             mtu_bytes: defaults::mtu(),
+            window_bytes: None,
+            rto_min_us: defaults::rto_min_us(),
+            reorder_window: defaults::reorder_window(),
+            cc_params: Default::default(),
         }
     }
 }
@@ -191,10 +274,16 @@ pub struct Traffic {
     pub ranks: Option<u32>,
     /// poisson: offered load as a fraction of host link capacity.
     pub load: Option<f64>,
-    /// poisson: flow-size CDF file (two columns: bytes, cumulative probability).
+    /// poisson: flow-size CDF file (two columns: bytes, cumulative percent), relative
+    /// to the scenario file.
     pub cdf: Option<PathBuf>,
     /// poisson: flows to generate.
     pub flows: Option<u32>,
+    /// permutation: host i sends to host (i + stride) mod hosts (default: a random
+    /// permutation without fixed points).
+    pub stride: Option<u32>,
+    /// permutation: only hosts 0..senders send.
+    pub senders_limit: Option<u32>,
 }
 
 mod defaults {
@@ -240,6 +329,21 @@ mod defaults {
     }
     pub fn mtu() -> u32 {
         4096
+    }
+    pub fn rto_min_us() -> f64 {
+        100.0
+    }
+    pub fn reorder_window() -> u32 {
+        1024
+    }
+    pub fn pfc_xoff() -> u64 {
+        256 * 1024
+    }
+    pub fn pfc_xon() -> u64 {
+        128 * 1024
+    }
+    pub fn sample_ns() -> u64 {
+        1_000
     }
 }
 
@@ -538,10 +642,73 @@ impl Scenario {
         if n.entropies == 0 {
             return Err(("nic", "entropies", "must be at least 1".into()));
         }
+        if s.pfc_xon_bytes > s.pfc_xoff_bytes {
+            return Err((
+                "switch",
+                "pfc_xon_bytes",
+                format!(
+                    "{} is above pfc_xoff_bytes = {}",
+                    s.pfc_xon_bytes, s.pfc_xoff_bytes
+                ),
+            ));
+        }
+        if !(n.rto_min_us.is_finite() && n.rto_min_us > 0.0) {
+            return Err((
+                "nic",
+                "rto_min_us",
+                format!("{} is not a positive time", n.rto_min_us),
+            ));
+        }
+        if !(1..=(1 << 23)).contains(&n.reorder_window) {
+            return Err((
+                "nic",
+                "reorder_window",
+                format!("{} is not in 1..=8388608", n.reorder_window),
+            ));
+        }
+        if let Some(d) = self.sim.duration_us {
+            if !(d.is_finite() && d > 0.0) {
+                return Err(("sim", "duration_us", format!("{d} is not a positive time")));
+            }
+        }
+        if self.sim.queue_sample_ns == 0 {
+            return Err(("sim", "queue_sample_ns", "must be positive".into()));
+        }
+        for f in &self.faults {
+            if !(f.at_us.is_finite() && f.at_us >= 0.0) {
+                return Err(("faults", "at_us", format!("{} is not a time", f.at_us)));
+            }
+            match f.kind {
+                FaultKind::Loss if !f.loss.is_some_and(|p| (0.0..=1.0).contains(&p)) => {
+                    return Err((
+                        "faults",
+                        "loss",
+                        "kind = \"loss\" needs loss in 0..=1".into(),
+                    ))
+                }
+                FaultKind::Slow if !f.rate_fraction.is_some_and(|r| r > 0.0 && r <= 1.0) => {
+                    return Err((
+                        "faults",
+                        "rate_fraction",
+                        "kind = \"slow\" needs rate_fraction in (0, 1]".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
         let hosts = self.host_count();
         let tr = &self.traffic;
         match tr.pattern {
             Pattern::Permutation | Pattern::AllToAll | Pattern::Incast => {
+                if let Some(st) = tr.stride {
+                    if st == 0 || st % hosts.max(1) == 0 {
+                        return Err((
+                            "traffic",
+                            "stride",
+                            format!("{st} sends hosts to themselves on {hosts} hosts"),
+                        ));
+                    }
+                }
                 if tr.flow_bytes.is_none_or(|b| b == 0) {
                     return Err(("traffic", "flow_bytes", "required and positive".into()));
                 }
@@ -563,6 +730,13 @@ impl Scenario {
                 }
             }
             Pattern::Poisson => {
+                if tr.flows.is_none_or(|f| f == 0) {
+                    return Err((
+                        "traffic",
+                        "flows",
+                        "required for poisson (how many flows)".into(),
+                    ));
+                }
                 match tr.load {
                     Some(l) if l > 0.0 && l < 1.0 => {}
                     Some(l) => return Err(("traffic", "load", format!("{l} is not in (0, 1)"))),

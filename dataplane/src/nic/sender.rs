@@ -6,10 +6,14 @@
 //! reordering window has passed since:
 //!
 //! `now ≥ sent_at + rack_rtt + reo_wnd`, with `rack_rtt` the RTT of the most recently
-//! sent packet that was delivered and `reo_wnd = max(min_rtt / 4, 2 µs) × m`. `m`
-//! starts at 1 and grows by one (up to 16) each time a D-SACK shows that a
-//! retransmission was spurious, as RACK adapts its window (RFC 8985 §6.2), capped at
-//! the smoothed RTT.
+//! sent packet that was delivered and `reo_wnd = max(min_rtt / 4, 2 µs) × m`, capped
+//! at 4 × SRTT. `m` starts at 1 and grows by one (up to 64) each time a D-SACK shows
+//! that a retransmission was spurious, as RACK adapts its window (RFC 8985 §6.2).
+//! RACK caps the window at one SRTT; under spraying the reordering is the difference
+//! in queueing between paths, which grows with the queues themselves, and a cap of
+//! one SRTT let long sprayed runs fall into spurious-retransmission storms (measured:
+//! 18 000 spurious retransmissions in a 3 ms run, efficiency 0.70; with the 4 × SRTT
+//! cap, 152 and 0.94; docs/results.md).
 //!
 //! Spraying reorders packets by up to the difference in queueing between paths;
 //! counting SACK gaps (three duplicate ACKs, IRN's NACK on any gap) would retransmit
@@ -191,7 +195,7 @@ impl Sender {
     }
 
     fn reo_wnd(&self) -> Nanos {
-        ((self.rtt.min / 4).max(2_000) * u64::from(self.reo_mult)).min(self.rtt.srtt.max(2_000))
+        ((self.rtt.min / 4).max(2_000) * u64::from(self.reo_mult)).min(4 * self.rtt.srtt.max(2_000))
     }
 
     fn rto(&self) -> Nanos {
@@ -375,7 +379,7 @@ impl Sender {
                 let s = *self.slot(i);
                 if s.retransmitted && s.state == State::Acked {
                     self.stats.spurious_retransmits += 1;
-                    self.reo_mult = (self.reo_mult + 1).min(16);
+                    self.reo_mult = (self.reo_mult + 1).min(64);
                 }
             }
         }

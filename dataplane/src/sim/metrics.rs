@@ -84,8 +84,10 @@ pub struct Report {
     pub goodput_gbps: f64,
     pub ideal_goodput_gbps: f64,
     pub efficiency: f64,
-    pub fct_us: Percentiles,
-    pub fct_slowdown: Percentiles,
+    /// Over finished flows; `None` when no flow finished (a duration-bounded run of
+    /// long flows).
+    pub fct_us: Option<Percentiles>,
+    pub fct_slowdown: Option<Percentiles>,
     pub queue_bytes: Percentiles,
     /// Packets lost: switch drops plus link losses.
     pub drops: u64,
@@ -100,8 +102,10 @@ pub struct Report {
     pub reorder_max_depth: u32,
     pub delivered_bytes: u64,
     pub delivered_digest: String,
-    /// The digest of every byte of every flow, delivered once in order: what
-    /// `delivered_digest` must equal when every flow finished.
+    /// The digest of each flow's stream from its first byte up to as many bytes as
+    /// were delivered: equal to `delivered_digest` exactly when every receiver got an
+    /// exact in-order prefix of what was sent (the whole of it when every flow
+    /// finished).
     pub expected_digest: String,
     /// Deliveries that did not continue their flow's stream (must be 0).
     pub order_violations: u64,
@@ -293,8 +297,8 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         goodput_gbps: goodput,
         ideal_goodput_gbps: ideal,
         efficiency: if ideal > 0.0 { goodput / ideal } else { 0.0 },
-        fct_us: Percentiles::of_f64(&mut fcts),
-        fct_slowdown: Percentiles::of_f64(&mut slowdowns),
+        fct_us: (!fcts.is_empty()).then(|| Percentiles::of_f64(&mut fcts)),
+        fct_slowdown: (!slowdowns.is_empty()).then(|| Percentiles::of_f64(&mut slowdowns)),
         queue_bytes: Percentiles::of_u64(&mut samples),
         drops: switch_drops + sim.link_drops,
         switch_drops,
@@ -313,9 +317,9 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
                 .zip(&sim.runs)
                 .map(|(f, r)| (f.id, r.digest.crc(), r.digest.bytes())),
         ),
-        expected_digest: combine(sim.flows.iter().map(|f| {
+        expected_digest: combine(sim.flows.iter().zip(&sim.runs).map(|(f, r)| {
             let mut d = StreamDigest::default();
-            d.feed_pattern(f.id, 0, f.bytes);
+            d.feed_pattern(f.id, 0, r.digest.bytes().min(f.bytes));
             (f.id, d.crc(), d.bytes())
         })),
         order_violations,

@@ -1,0 +1,150 @@
+//! `fablab run` and `fablab compare` as a user runs them: the binary, real scenario
+//! files, results.json on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fablab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fablab"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .expect("the fablab binary runs")
+}
+
+fn run_to(dir: &Path, scenario: &str, extra: &[&str]) -> Value {
+    let out = dir.to_str().unwrap();
+    let mut args = vec!["run", scenario, "--out", out];
+    args.extend_from_slice(extra);
+    let o = fablab(&args);
+    assert!(
+        o.status.success(),
+        "fablab run failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(dir.join("results.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn quickstart_writes_results_with_the_documented_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run_to(dir.path(), "scenarios/quickstart.toml", &[]);
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["mode"], "sim");
+    assert_eq!(r["scenario"], "quickstart");
+    let s = &r["summary"];
+    for key in [
+        "goodput_gbps",
+        "ideal_goodput_gbps",
+        "efficiency",
+        "drops",
+        "pfc_pauses",
+        "retransmits",
+        "ooo_packets",
+        "reorder_max_depth",
+        "delivered_bytes",
+        "delivered_digest",
+        "events",
+        "wall_s",
+        "events_per_s",
+    ] {
+        assert!(!s[key].is_null(), "summary.{key} missing");
+    }
+    for key in ["fct_us", "fct_slowdown", "queue_bytes"] {
+        for p in ["p50", "p99", "max"] {
+            assert!(s[key][p].is_number(), "summary.{key}.{p} missing");
+        }
+    }
+    // Every byte of every flow arrived exactly once, in order.
+    assert_eq!(s["delivered_digest"], s["expected_digest"]);
+    assert_eq!(s["flows_finished"], s["flows_total"]);
+    let flows = r["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 8);
+    let bytes: u64 = flows.iter().map(|f| f["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(s["delivered_bytes"].as_u64().unwrap(), bytes);
+    assert!(flows.iter().all(|f| f["fct_us"].as_f64().unwrap() > 0.0));
+    assert!(!r["ports"].as_array().unwrap().is_empty());
+    let eff = s["efficiency"].as_f64().unwrap();
+    assert!(eff > 0.5 && eff <= 1.0, "{eff}");
+}
+
+#[test]
+fn same_seed_gives_identical_results_apart_from_wall_time() {
+    let strip = |mut v: Value| {
+        let s = v["summary"].as_object_mut().unwrap();
+        s.remove("wall_s");
+        s.remove("events_per_s");
+        v
+    };
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let c = tempfile::tempdir().unwrap();
+    let args = [
+        "--set",
+        "switch.lb=spray-random",
+        "--set",
+        "nic.spray=adaptive",
+    ];
+    let ra = strip(run_to(a.path(), "scenarios/quickstart.toml", &args));
+    let rb = strip(run_to(b.path(), "scenarios/quickstart.toml", &args));
+    assert_eq!(ra, rb);
+    let mut with_seed = args.to_vec();
+    with_seed.extend_from_slice(&["--seed", "2"]);
+    let rc = strip(run_to(c.path(), "scenarios/quickstart.toml", &with_seed));
+    assert_ne!(
+        ra["flows"], rc["flows"],
+        "another seed draws another permutation"
+    );
+}
+
+#[test]
+fn bad_scenarios_fail_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(repo().join("scenarios/quickstart.toml"))
+        .unwrap()
+        .replace("lb = \"spray-rr\"", "lb = \"ecmpp\"");
+    std::fs::write(&bad, text).unwrap();
+    let o = fablab(&["run", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.toml:") && err.contains("[switch] lb") && err.contains("ecmpp"),
+        "{err}"
+    );
+    let o = fablab(&[
+        "run",
+        "scenarios/quickstart.toml",
+        "--set",
+        "nic.cc=hpcc-typo",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown congestion control"));
+}
+
+#[test]
+fn compare_prints_one_row_per_variant() {
+    let o = fablab(&[
+        "compare",
+        "scenarios/quickstart.toml",
+        "--vary",
+        "switch.lb=ecmp,spray-rr",
+        "--set",
+        "traffic.flow_bytes=500000",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("variant") && lines[0].contains("efficiency"));
+    assert!(lines[1].starts_with("switch.lb=ecmp "));
+    assert!(lines[2].starts_with("switch.lb=spray-rr "));
+}
