@@ -12,6 +12,7 @@ pub mod sender;
 pub mod spray;
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::cc::{CcParams, FlowContext, Registry};
 use crate::packet::{FlowId, HostId, Kind, Nanos, Packet};
@@ -80,6 +81,27 @@ struct Receiver {
     done: bool,
 }
 
+/// Flow ids are small dense integers chosen by the driver, not attacker input: a
+/// multiply-shift hash is enough and much cheaper than SipHash per packet.
+#[derive(Debug, Default, Clone, Copy)]
+struct FlowIdHasher(u64);
+
+impl Hasher for FlowIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type FlowMap = HashMap<FlowId, usize, BuildHasherDefault<FlowIdHasher>>;
+
 /// Most control packets (ACKs, NACKs) waiting for the port. Beyond this the oldest
 /// cumulative information is superseded anyway, so the newest replaces nothing and
 /// is counted as dropped.
@@ -90,9 +112,9 @@ const CONTROL_QUEUE: usize = 1024;
 pub struct Nic {
     cfg: NicConfig,
     senders: Vec<Sender>,
-    tx_index: HashMap<FlowId, usize>,
+    tx_index: FlowMap,
     receivers: Vec<Receiver>,
-    rx_index: HashMap<FlowId, usize>,
+    rx_index: FlowMap,
     control: VecDeque<Packet>,
     rr: usize,
     events: VecDeque<NicEvent>,
@@ -106,9 +128,9 @@ impl Nic {
             rng: Rng::new(cfg.seed),
             cfg,
             senders: Vec::new(),
-            tx_index: HashMap::new(),
+            tx_index: FlowMap::default(),
             receivers: Vec::new(),
-            rx_index: HashMap::new(),
+            rx_index: FlowMap::default(),
             control: VecDeque::with_capacity(CONTROL_QUEUE),
             rr: 0,
             events: VecDeque::new(),

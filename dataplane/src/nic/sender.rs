@@ -108,6 +108,8 @@ pub struct Sender {
     pub spec: FlowSpec,
     cfg: SenderConfig,
     packets: u64,
+    full_wire: u32,
+    last_wire: u32,
     next_new: u64,
     base: u64,
     slots: Vec<Slot>,
@@ -139,7 +141,10 @@ impl Sender {
     ) -> Sender {
         let packets = spec.bytes.div_ceil(u64::from(cfg.mtu)).max(1);
         let ring = (cfg.max_inflight_packets as u64).min(packets).max(1) as usize;
+        let last_payload = (spec.bytes - (packets - 1) * u64::from(cfg.mtu)) as u32;
         Sender {
+            full_wire: Packet::data(0, 0, 0, 0, cfg.mtu).wire_len(),
+            last_wire: Packet::data(0, 0, 0, 0, last_payload).wire_len(),
             spec,
             cfg,
             packets,
@@ -231,8 +236,16 @@ impl Sender {
     /// When this flow could send next (pacing), if it has something it may send.
     pub fn next_send_time(&self) -> Option<Nanos> {
         let i = self.next_index()?;
-        let wire = Packet::data(0, 0, 0, 0, self.payload_of(i)).wire_len();
-        self.window_allows(wire).then_some(self.next_tx)
+        self.window_allows(self.wire_of(i)).then_some(self.next_tx)
+    }
+
+    /// Wire bytes of packet `index` as sent by the NIC (before any INT).
+    fn wire_of(&self, index: u64) -> u32 {
+        if index + 1 == self.packets {
+            self.last_wire
+        } else {
+            self.full_wire
+        }
     }
 
     /// Builds the next packet if pacing and the window allow it at `now`.
@@ -467,6 +480,11 @@ impl Sender {
         let reo = self.reo_wnd();
         for i in self.base..self.next_new {
             let s = *self.slot(i);
+            if s.state == State::InFlight && !s.retransmitted && s.sent_at >= self.rack_xmit {
+                // Every later index was first sent after this packet, so neither its
+                // first send nor any retransmission precedes `rack_xmit`.
+                break;
+            }
             if s.state != State::InFlight || s.sent_at >= self.rack_xmit {
                 continue;
             }

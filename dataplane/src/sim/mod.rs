@@ -17,7 +17,6 @@ use crate::nic::sender::FlowSpec;
 use crate::nic::spray::SprayPolicy;
 use crate::nic::{Nic, NicConfig, NicEvent};
 use crate::packet::{FlowId, Kind, Nanos, Packet};
-use crate::payload::StreamDigest;
 use crate::rng::Rng;
 use crate::switch::{
     EcnConfig, LbPolicy, PfcConfig, Routes, Switch, SwitchConfig, SwitchEvent, Verdict,
@@ -108,7 +107,9 @@ struct FlowRun {
     started: Option<Nanos>,
     rx_done: Option<Nanos>,
     tx_done: Option<Nanos>,
-    digest: StreamDigest,
+    /// Bytes delivered in order so far.
+    delivered: u64,
+    /// Deliveries that did not continue the stream where it stood.
     order_violations: u64,
 }
 
@@ -376,9 +377,8 @@ impl Simulator {
         match ev {
             Ev::Arrive { node, port, pkt } => {
                 if self.topo.is_host(node) {
-                    let p = self.pool[pkt as usize];
+                    self.nics[node as usize].handle_packet(now, &self.pool[pkt as usize]);
                     self.release(pkt);
-                    self.nics[node as usize].handle_packet(now, &p);
                     self.drain_nic(node);
                     self.kick_host(node);
                 } else {
@@ -557,11 +557,14 @@ impl Simulator {
                     offset,
                     bytes,
                 } => {
+                    // The simulator carries no payload bytes: a delivery is exact when it
+                    // continues the stream exactly where the last one ended. The digest
+                    // of that stream is computed from the flow's pattern at the end.
                     let r = &mut self.runs[flow as usize];
-                    if offset != r.digest.bytes() {
+                    if offset != r.delivered {
                         r.order_violations += 1;
                     }
-                    r.digest.feed_pattern(flow, offset, bytes);
+                    r.delivered = r.delivered.max(offset + bytes);
                     self.last_delivery = now;
                     self.last_progress = now;
                 }
