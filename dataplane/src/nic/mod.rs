@@ -314,12 +314,19 @@ impl Nic {
     /// The earliest time the NIC needs attention: a paced packet becomes sendable, or
     /// a loss-recovery or congestion-control timer expires.
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        self.senders
-            .iter()
-            .filter(|s| !s.is_done())
-            .flat_map(|s| [s.next_send_time(), s.poll_timeout()])
-            .flatten()
-            .min()
+        let mut t = Nanos::MAX;
+        for s in &self.senders {
+            if s.is_done() {
+                continue;
+            }
+            if let Some(x) = s.next_send_time() {
+                t = t.min(x);
+            }
+            if let Some(x) = s.poll_timeout() {
+                t = t.min(x);
+            }
+        }
+        (t != Nanos::MAX).then_some(t)
     }
 
     pub fn handle_timeout(&mut self, now: Nanos) {

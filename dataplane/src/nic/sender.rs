@@ -499,10 +499,14 @@ impl Sender {
 
     /// The earliest time [`handle_timeout`](Self::handle_timeout) has work to do.
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        [self.rto_at, self.rack_timer, self.cc.next_timer()]
-            .into_iter()
-            .flatten()
-            .min()
+        let t = match (self.rto_at, self.rack_timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (t, self.cc.next_timer()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Nanos) {

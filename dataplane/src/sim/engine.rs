@@ -9,7 +9,8 @@ use crate::packet::Nanos;
 /// A deterministic priority queue of events.
 #[derive(Debug)]
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Reverse<(Nanos, u64, Slot<E>)>>,
+    /// Keyed by `time << 64 | sequence`: one integer comparison orders two events.
+    heap: BinaryHeap<Reverse<(u128, Slot<E>)>>,
     seq: u64,
     now: Nanos,
     popped: u64,
@@ -51,13 +52,14 @@ impl<E> EventQueue<E> {
     /// Schedules `e` at `at` (never before now).
     pub fn schedule(&mut self, at: Nanos, e: E) {
         self.seq += 1;
-        self.heap
-            .push(Reverse((at.max(self.now), self.seq, Slot(e))));
+        let key = (u128::from(at.max(self.now)) << 64) | u128::from(self.seq);
+        self.heap.push(Reverse((key, Slot(e))));
     }
 
     /// The next event, advancing the clock to it.
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
-        let Reverse((t, _, Slot(e))) = self.heap.pop()?;
+        let Reverse((key, Slot(e))) = self.heap.pop()?;
+        let t = (key >> 64) as Nanos;
         self.now = t;
         self.popped += 1;
         Some((t, e))
