@@ -8,6 +8,9 @@
 //! algorithm. An algorithm must never read a clock or a global random generator: time
 //! is the `now` argument.
 
+pub mod dcqcn;
+pub mod dctcp;
+pub mod hpcc;
 mod none;
 
 use std::collections::BTreeMap;
@@ -18,7 +21,7 @@ pub use none::NoCc;
 use crate::packet::{FlowId, IntHop, Nanos};
 
 /// A packet left the NIC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SentSample {
     /// 24-bit PSN.
@@ -33,7 +36,7 @@ pub struct SentSample {
 }
 
 /// An acknowledgement arrived for a data packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct AckSample<'a> {
     /// Round-trip time of the acked packet; `None` when it was retransmitted (Karn).
@@ -56,6 +59,39 @@ pub struct AckSample<'a> {
     pub inflight: u64,
     /// Payload bytes of this flow acknowledged so far.
     pub delivered: u64,
+}
+
+impl<'a> AckSample<'a> {
+    /// A sample for tests and tools outside this crate (the struct is
+    /// `#[non_exhaustive]`): set fields with the `with_*` methods.
+    pub fn new(acked_bytes: u64, delivered: u64) -> AckSample<'a> {
+        AckSample {
+            acked_bytes,
+            delivered,
+            ..AckSample::default()
+        }
+    }
+    pub fn with_rtt(mut self, rtt: Nanos) -> Self {
+        self.rtt = Some(rtt);
+        self.min_rtt = if self.min_rtt == 0 {
+            rtt
+        } else {
+            self.min_rtt.min(rtt)
+        };
+        self
+    }
+    pub fn with_ecn(mut self, ecn_echo: bool) -> Self {
+        self.ecn_echo = ecn_echo;
+        self
+    }
+    pub fn with_int(mut self, int: &'a [IntHop]) -> Self {
+        self.int = int;
+        self
+    }
+    pub fn with_inflight(mut self, inflight: u64) -> Self {
+        self.inflight = inflight;
+        self
+    }
 }
 
 /// Something went wrong on the path.
@@ -175,6 +211,9 @@ impl Default for Registry {
             entries: Vec::new(),
         };
         r.register("none", none::factory);
+        r.register("hpcc", hpcc::factory);
+        r.register("dcqcn", dcqcn::factory);
+        r.register("dctcp", dctcp::factory);
         r
     }
 }
@@ -209,3 +248,6 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

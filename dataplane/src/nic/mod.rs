@@ -40,6 +40,9 @@ pub struct NicConfig {
     pub reorder_window: u32,
     pub cc: String,
     pub cc_params: CcParams,
+    /// The notification point: at most one CNP per flow per this interval when data
+    /// arrives with CE (RoCEv2 NICs' default: 50 µs).
+    pub cnp_interval: Nanos,
     /// Seeds every random choice of this NIC.
     pub seed: u64,
 }
@@ -68,6 +71,7 @@ pub struct ReceiverStats {
     pub beyond_window: u64,
     pub max_held: u32,
     pub acks_sent: u64,
+    pub cnps_sent: u64,
     pub control_dropped: u64,
 }
 
@@ -79,6 +83,7 @@ struct Receiver {
     /// Index and payload bytes of the flow's last segment, once it has arrived.
     last: Option<(u64, u32)>,
     done: bool,
+    next_cnp: Nanos,
 }
 
 /// Flow ids are small dense integers chosen by the driver, not attacker input: a
@@ -224,8 +229,11 @@ impl Nic {
                     self.senders[i].handle_nack(now, pkt);
                 }
             }
-            // DCQCN's reaction point arrives with the congestion-control issue.
-            Kind::Cnp => {}
+            Kind::Cnp => {
+                if let Some(&i) = self.tx_index.get(&pkt.flow) {
+                    self.senders[i].handle_cnp(now);
+                }
+            }
         }
     }
 
@@ -240,6 +248,7 @@ impl Nic {
                     buf: ReorderBuffer::new(self.cfg.reorder_window),
                     last: None,
                     done: false,
+                    next_cnp: 0,
                 });
                 self.receivers.len() - 1
             }
@@ -285,8 +294,17 @@ impl Nic {
             Arrival::Held => {}
         }
         reply.sack = r.buf.sack();
+        let cnp = pkt.is_ce() && now >= r.next_cnp;
+        if cnp {
+            r.next_cnp = now + self.cfg.cnp_interval;
+        }
         self.stats.acks_sent += 1;
         self.queue_control(reply);
+        if cnp {
+            let (peer, flow) = (self.receivers[i].peer, self.receivers[i].flow);
+            self.stats.cnps_sent += 1;
+            self.queue_control(Packet::control(Kind::Cnp, self.cfg.host, peer, flow));
+        }
     }
 
     /// The port is free: the next packet to send, control before data, flows in

@@ -438,6 +438,11 @@ impl Sender {
         }
     }
 
+    /// A congestion notification (RoCEv2 CNP) arrived for this flow.
+    pub fn handle_cnp(&mut self, now: Nanos) {
+        self.cc.on_congestion(now, &CongestionEvent::Cnp);
+    }
+
     /// The receiver could not hold a packet: repair the head of the window if it
     /// has been outstanding longer than a reordering window.
     pub fn handle_nack(&mut self, now: Nanos, nack: &Packet) {

@@ -58,6 +58,7 @@ fn nic(host: u32, reorder_window: u32, seed: u64) -> Nic {
         reorder_window,
         cc: "none".into(),
         cc_params: CcParams::new(),
+        cnp_interval: 50_000,
         seed,
     })
 }

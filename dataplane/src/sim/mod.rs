@@ -197,6 +197,7 @@ impl Simulator {
                     reorder_window: cfg.nic.reorder_window,
                     cc: cfg.nic.cc.clone(),
                     cc_params: cfg.nic.cc_params.clone(),
+                    cnp_interval: 50_000,
                     seed: Rng::fork(cfg.seed, 1 << 32 | u64::from(h)).next_u64(),
                 })
             })

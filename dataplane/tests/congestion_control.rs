@@ -1,0 +1,83 @@
+//! Relations between congestion-control algorithms that their papers report, checked
+//! in the simulator with tolerances meant to survive seed changes.
+
+use fablab_dataplane::cc::{CcParams, Registry};
+use fablab_dataplane::nic::spray::SprayPolicy;
+use fablab_dataplane::sim::metrics::Report;
+use fablab_dataplane::sim::topology::{TopologyKind, TopologySpec};
+use fablab_dataplane::sim::traffic::{Pattern, TrafficSpec};
+use fablab_dataplane::sim::{NicSpec, SimConfig, Simulator};
+use fablab_dataplane::switch::{EcnConfig, LbPolicy, PfcConfig};
+
+/// 16:1 incast of 1 MB flows on a 2 × 4 leaf-spine, lossless, RED/ECN at
+/// Kmin 100 KB / Kmax 400 KB / Pmax 0.2 (the HPCC paper's DCQCN settings at 100G).
+fn incast(cc: &str, seed: u64) -> Report {
+    let cfg = SimConfig {
+        seed,
+        topology: TopologySpec {
+            kind: TopologyKind::LeafSpine {
+                leaves: 2,
+                spines: 4,
+                hosts_per_leaf: 9,
+            },
+            host_rate_mbps: 100_000,
+            fabric_rate_mbps: 100_000,
+            link_delay: 1_000,
+        },
+        buffer_bytes: 1 << 20,
+        lb: LbPolicy::Ecmp,
+        ecn: Some(EcnConfig {
+            kmin_bytes: 100 * 1024,
+            kmax_bytes: 400 * 1024,
+            pmax: 0.2,
+        }),
+        pfc: Some(PfcConfig {
+            xoff_bytes: 256 * 1024,
+            xon_bytes: 128 * 1024,
+        }),
+        int: true,
+        nic: NicSpec {
+            spray: SprayPolicy::Fixed,
+            entropies: 1,
+            cc: cc.into(),
+            cc_params: CcParams::new(),
+            mtu: 4096,
+            window_bytes: None,
+            rto_min: 100_000,
+            reorder_window: 1024,
+        },
+        traffic: TrafficSpec {
+            pattern: Pattern::Incast { senders: 16 },
+            flow_bytes: 1_000_000,
+        },
+        faults: Vec::new(),
+        duration: None,
+        queue_sample_interval: 1_000,
+    };
+    Simulator::new(cfg, Registry::default()).unwrap().run()
+}
+
+#[test]
+fn hpcc_keeps_incast_queues_near_zero_where_dcqcn_does_not() {
+    for seed in [1, 2, 3] {
+        let hpcc = incast("hpcc", seed);
+        let dcqcn = incast("dcqcn", seed);
+        eprintln!(
+            "seed {seed}: queue p99 HPCC {:.0} B, DCQCN {:.0} B; drops {} / {}",
+            hpcc.queue_bytes.p99, dcqcn.queue_bytes.p99, hpcc.drops, dcqcn.drops
+        );
+        for r in [&hpcc, &dcqcn] {
+            assert_eq!(r.drops, 0, "lossless incast dropped packets");
+            assert_eq!(r.flows_finished, r.flows_total);
+            assert_eq!(r.delivered_digest, r.expected_digest);
+        }
+        // The HPCC paper's headline: near-zero queues. "Near zero" here: under four
+        // MTU-sized packets at the 99th percentile, and a tenth of DCQCN's.
+        assert!(
+            hpcc.queue_bytes.p99 < 4.0 * 4362.0,
+            "HPCC p99 {}",
+            hpcc.queue_bytes.p99
+        );
+        assert!(hpcc.queue_bytes.p99 * 10.0 < dcqcn.queue_bytes.p99);
+    }
+}
