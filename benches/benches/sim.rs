@@ -9,8 +9,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fablab_dataplane::cc::{CcParams, Registry};
-use fablab_dataplane::nic::spray::SprayPolicy;
+use fablab_dataplane::cc::Registry;
 use fablab_dataplane::sim::engine::EventQueue;
 use fablab_dataplane::sim::topology::{TopologyKind, TopologySpec};
 use fablab_dataplane::sim::traffic::{Pattern, TrafficSpec};
@@ -35,16 +34,7 @@ fn config() -> SimConfig {
         ecn: None,
         pfc: None,
         int: true,
-        nic: NicSpec {
-            spray: SprayPolicy::Fixed,
-            entropies: 16,
-            cc: "none".into(),
-            cc_params: CcParams::new(),
-            mtu: 4096,
-            window_bytes: None,
-            rto_min: 100_000,
-            reorder_window: 1024,
-        },
+        nic: NicSpec::default(),
         traffic: TrafficSpec {
             pattern: Pattern::Permutation {
                 stride: None,

@@ -1,8 +1,7 @@
 //! Relations between congestion-control algorithms that their papers report, checked
 //! in the simulator with tolerances meant to survive seed changes.
 
-use fablab_dataplane::cc::{CcParams, Registry};
-use fablab_dataplane::nic::spray::SprayPolicy;
+use fablab_dataplane::cc::Registry;
 use fablab_dataplane::sim::metrics::Report;
 use fablab_dataplane::sim::topology::{TopologyKind, TopologySpec};
 use fablab_dataplane::sim::traffic::{Pattern, TrafficSpec};
@@ -37,14 +36,9 @@ fn incast(cc: &str, seed: u64) -> Report {
         }),
         int: true,
         nic: NicSpec {
-            spray: SprayPolicy::Fixed,
             entropies: 1,
             cc: cc.into(),
-            cc_params: CcParams::new(),
-            mtu: 4096,
-            window_bytes: None,
-            rto_min: 100_000,
-            reorder_window: 1024,
+            ..NicSpec::default()
         },
         traffic: TrafficSpec {
             pattern: Pattern::Incast { senders: 16 },

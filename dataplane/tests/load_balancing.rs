@@ -6,7 +6,7 @@
 //! INT is off here: it is not a load-balancing mechanism, and its bytes (5% of a
 //! 4 KiB packet over four hops) would show up as inefficiency.
 
-use fablab_dataplane::cc::{CcParams, Registry};
+use fablab_dataplane::cc::Registry;
 use fablab_dataplane::nic::spray::SprayPolicy;
 use fablab_dataplane::sim::metrics::Report;
 use fablab_dataplane::sim::topology::{TopologyKind, TopologySpec};
@@ -42,12 +42,7 @@ fn fabric(
         nic: NicSpec {
             spray,
             entropies,
-            cc: "none".into(),
-            cc_params: CcParams::new(),
-            mtu: 4096,
-            window_bytes: None,
-            rto_min: 100_000,
-            reorder_window: 1024,
+            ..NicSpec::default()
         },
         traffic: TrafficSpec {
             // Host i of leaf 0 sends to host i of leaf 1; nothing comes back but ACKs.

@@ -40,6 +40,23 @@ pub struct NicSpec {
     pub reorder_window: u32,
 }
 
+impl Default for NicSpec {
+    /// Fixed entropy (ECMP), `none` congestion control, 4 KiB MTU, a window of twice
+    /// the bandwidth-delay product, 100 µs minimum RTO, 1024-packet reorder window.
+    fn default() -> Self {
+        NicSpec {
+            spray: SprayPolicy::Fixed,
+            entropies: 16,
+            cc: "none".into(),
+            cc_params: CcParams::new(),
+            mtu: 4096,
+            window_bytes: None,
+            rto_min: 100_000,
+            reorder_window: 1024,
+        }
+    }
+}
+
 /// What happens to a link, and when.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {

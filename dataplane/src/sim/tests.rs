@@ -27,13 +27,8 @@ pub(crate) fn leaf_spine(
         int: true,
         nic: NicSpec {
             spray,
-            entropies: 16,
-            cc: "none".into(),
-            cc_params: CcParams::new(),
-            mtu: 4096,
-            window_bytes: None,
-            rto_min: 100_000,
             reorder_window: 512,
+            ..NicSpec::default()
         },
         traffic: TrafficSpec {
             pattern,
@@ -131,16 +126,7 @@ fn int_reaches_the_sender_through_acks() {
     // Checked indirectly: the INT stack a data packet collects on a 4-hop path is
     // echoed; with INT off nothing is echoed and frames are smaller, so the same
     // transfer sends fewer bytes.
-    let on = run(leaf_spine(
-        LbPolicy::Ecmp,
-        SprayPolicy::Fixed,
-        Pattern::Permutation {
-            stride: Some(4),
-            senders: Some(4),
-        },
-        400_000,
-    ));
-    let mut cfg = leaf_spine(
+    let cfg = leaf_spine(
         LbPolicy::Ecmp,
         SprayPolicy::Fixed,
         Pattern::Permutation {
@@ -149,6 +135,8 @@ fn int_reaches_the_sender_through_acks() {
         },
         400_000,
     );
+    let on = run(cfg.clone());
+    let mut cfg = cfg;
     cfg.int = false;
     let off = run(cfg);
     let tx = |r: &Report| r.ports.iter().map(|p| p.tx_bytes).sum::<u64>();

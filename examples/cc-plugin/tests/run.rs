@@ -9,25 +9,42 @@ fn the_plugin_runs_a_scenario_end_to_end() {
     let out = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_aimd-int-cc"))
         .current_dir(&repo)
-        .args(["run", "scenarios/incast.toml", "--set", "nic.cc=aimd-int", "--out"])
+        .args([
+            "run",
+            "scenarios/incast.toml",
+            "--set",
+            "nic.cc=aimd-int",
+            "--out",
+        ])
         .arg(out.path())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
     let s = &r["summary"];
     assert_eq!(s["flows_finished"], s["flows_total"]);
     assert_eq!(s["delivered_digest"], s["expected_digest"]);
     // The plugin reacts to INT: queues stay far below the `none` baseline's megabytes.
     assert!(s["queue_bytes"]["p99"].as_f64().unwrap() < 500_000.0, "{s}");
     // And the CLI lists it.
-    let v = Command::new(env!("CARGO_BIN_EXE_aimd-int-cc")).arg("version").output().unwrap();
+    let v = Command::new(env!("CARGO_BIN_EXE_aimd-int-cc"))
+        .arg("version")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).contains("aimd-int"));
     // An unknown parameter is refused by name.
     let bad = Command::new(env!("CARGO_BIN_EXE_aimd-int-cc"))
         .current_dir(&repo)
-        .args(["run", "scenarios/incast.toml", "--set", "nic.cc=aimd-int", "--set", "nic.cc_params.gamma=1"])
+        .args([
+            "run",
+            "scenarios/incast.toml",
+            "--set",
+            "nic.cc=aimd-int",
+            "--set",
+            "nic.cc_params.gamma=1",
+        ])
         .output()
         .unwrap();
     assert!(!bad.status.success());
