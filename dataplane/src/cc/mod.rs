@@ -12,6 +12,8 @@ pub mod dcqcn;
 pub mod dctcp;
 pub mod hpcc;
 mod none;
+pub mod swift;
+pub mod timely;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -78,6 +80,10 @@ impl<'a> AckSample<'a> {
         } else {
             self.min_rtt.min(rtt)
         };
+        self
+    }
+    pub fn with_min_rtt(mut self, min_rtt: Nanos) -> Self {
+        self.min_rtt = min_rtt;
         self
     }
     pub fn with_ecn(mut self, ecn_echo: bool) -> Self {
@@ -214,6 +220,8 @@ impl Default for Registry {
         r.register("hpcc", hpcc::factory);
         r.register("dcqcn", dcqcn::factory);
         r.register("dctcp", dctcp::factory);
+        r.register("swift", swift::factory);
+        r.register("timely", timely::factory);
         r
     }
 }

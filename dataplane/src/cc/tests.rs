@@ -212,6 +212,77 @@ fn dctcp_grows_one_mss_per_window_without_marks() {
     assert!((grown - 4096.0).abs() < 200.0, "{grown}");
 }
 
+#[test]
+fn swift_grows_below_target_and_cuts_in_proportion_above_it() {
+    let params = CcParams::new();
+    let mut cc = make("swift", &params);
+    // Window starts at init_window / MTU = 250 000 / 4096 packets (the cap).
+    let w0 = cc.window();
+    // Far above the target: cwnd ← max(1 − β·(d − t)/d, 1 − max_mdf)·cwnd, where the
+    // target is the base target (1.25 × T = 12.5 µs) + 0 hops + the flow-scaling
+    // delay α/√cwnd + β' (fs_range = 5 × 12.5 µs, full at 0.1 packets, 0 at 100).
+    let cwnd0: f64 = 250_000.0 / 4096.0;
+    let fs_alpha = 62_500.0 / (1.0 / 0.1f64.sqrt() - 1.0 / 100f64.sqrt());
+    let fs = fs_alpha / cwnd0.sqrt() - fs_alpha / 10.0;
+    let target: f64 = 12_500.0 + fs;
+    let d: f64 = 20_000.0;
+    cc.on_ack(100_000, &AckSample::new(4096, 4096).with_rtt(20_000));
+    let factor: f64 = (1.0 - 0.8 * (d - target) / d).max(0.5);
+    let expected = cwnd0 * factor * 4096.0;
+    assert!(
+        (cc.window() as f64 - expected).abs() < 2.0,
+        "{} vs {expected}",
+        cc.window()
+    );
+    assert!(cc.window() < w0);
+    // Within the same RTT no second decrease.
+    let w1 = cc.window();
+    cc.on_ack(100_100, &AckSample::new(4096, 8192).with_rtt(20_000));
+    assert_eq!(cc.window(), w1);
+    // Below target: + ai/cwnd per acked packet.
+    cc.on_ack(200_000, &AckSample::new(4096, 12_288).with_rtt(10_000));
+    let cwnd = w1 as f64 / 4096.0;
+    let grown = (cwnd + 1.0 / cwnd) * 4096.0;
+    assert!(
+        (cc.window() as f64 - grown).abs() < 2.0,
+        "{} vs {grown}",
+        cc.window()
+    );
+}
+
+#[test]
+fn timely_follows_the_rtt_gradient() {
+    let params = CcParams::new();
+    let mut cc = make("timely", &params);
+    let line = LINE as f64;
+    let ack = |cc: &mut Box<dyn CongestionControl>, now: Nanos, rtt: Nanos| {
+        cc.on_ack(
+            now,
+            &AckSample::new(4096, 4096)
+                .with_rtt(rtt)
+                .with_min_rtt(10_000),
+        );
+    };
+    // First sample only records. T_low = 12 µs, T_high = 50 µs at T = 10 µs.
+    ack(&mut cc, 0, 20_000);
+    // RTT rose by 5 µs: rtt_diff = 0.875·5000, g = 0.4375: R·(1 − 0.8·0.4375).
+    ack(&mut cc, 20_000, 25_000);
+    let mut r = line * (1.0 - 0.8 * 0.4375);
+    assert!(
+        (cc.pacing_rate() as f64 - r).abs() < 1e3,
+        "{} vs {r}",
+        cc.pacing_rate()
+    );
+    // Above T_high: R·(1 − β·(1 − T_high/rtt)).
+    ack(&mut cc, 40_000, 100_000);
+    r *= 1.0 - 0.8 * (1.0 - 50_000.0 / 100_000.0);
+    assert!((cc.pacing_rate() as f64 - r).abs() < 1e3);
+    // Below T_low: + δ (100 Mb/s).
+    ack(&mut cc, 200_000, 11_000);
+    r += 100e6;
+    assert!((cc.pacing_rate() as f64 - r).abs() < 1e3);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Sent(u32),
@@ -258,7 +329,7 @@ proptest! {
     /// controller panic, and its window and rate stay finite, positive and bounded.
     #[test]
     fn every_controller_stays_within_bounds(ops in proptest::collection::vec(op(), 1..300)) {
-        for name in ["none", "hpcc", "dcqcn", "dctcp"] {
+        for name in ["none", "hpcc", "dcqcn", "dctcp", "swift", "timely"] {
             let params = CcParams::new();
             let mut cc = make(name, &params);
             let mut now: Nanos = 0;
