@@ -45,6 +45,7 @@ fn config() -> SimConfig {
         faults: Vec::new(),
         duration: Some(200_000),
         queue_sample_interval: 10_000,
+        trace_cc: false,
     }
 }
 

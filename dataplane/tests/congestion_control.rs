@@ -47,6 +47,7 @@ fn incast(cc: &str, seed: u64) -> Report {
         faults: Vec::new(),
         duration: None,
         queue_sample_interval: 1_000,
+        trace_cc: false,
     };
     Simulator::new(cfg, Registry::default()).unwrap().run()
 }

@@ -55,6 +55,7 @@ fn fabric(
         faults: Vec::new(),
         duration: Some(duration_us * 1_000),
         queue_sample_interval: 10_000,
+        trace_cc: false,
     }
 }
 

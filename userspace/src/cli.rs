@@ -46,6 +46,12 @@ enum Mode {
     Xdp,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Trace {
+    /// Congestion-control decisions (DIR/cc_trace.csv).
+    Cc,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a scenario and write DIR/results.json.
@@ -64,6 +70,10 @@ enum Command {
         /// Override a scenario key, e.g. --set switch.lb=adaptive (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Extra output: `cc` writes DIR/cc_trace.csv, every change of every flow's
+        /// window and rate with the signal that caused it.
+        #[arg(long, value_enum, value_name = "WHAT")]
+        trace: Vec<Trace>,
     },
     /// Run variants of a scenario and print one table, a row per variant.
     Compare {
@@ -173,6 +183,7 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             seed,
             out,
             sets,
+            trace,
         } => {
             let s = load(&scenario, &sets, seed, registry)?;
             match mode {
@@ -180,13 +191,22 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 Mode::Xdp => return Ok(not_available("--mode xdp", "the XDP datapath (issue 6)")),
                 Mode::Sim => {}
             }
-            let cfg = run::sim_config(&s, &scenario)?;
+            let mut cfg = run::sim_config(&s, &scenario)?;
+            cfg.trace_cc = trace.contains(&Trace::Cc);
             let result = run::run_sim(cfg, registry.clone(), std::io::stderr().is_terminal())?;
             let doc = run::results_json(&s, &scenario, "sim", &result);
             let dir = out.unwrap_or_else(|| run::default_out_dir(&s.name));
             let path = run::write_results(&dir, &doc)?;
             println!("{}", run::summary(&s, &result));
             println!("  results     {}", path.display());
+            if trace.contains(&Trace::Cc) {
+                let t = run::write_cc_trace(&dir, &result.report)?;
+                println!(
+                    "  cc trace    {} ({} changes)",
+                    t.display(),
+                    result.report.cc_trace.len()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare {

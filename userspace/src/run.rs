@@ -143,6 +143,7 @@ pub fn sim_config(s: &Scenario, scenario_path: &Path) -> anyhow::Result<SimConfi
         faults,
         duration: s.sim.duration_us.map(|d| (d * 1e3) as u64),
         queue_sample_interval: s.sim.queue_sample_ns,
+        trace_cc: false,
     })
 }
 
@@ -397,6 +398,27 @@ pub fn write_results(dir: &Path, doc: &Value) -> anyhow::Result<PathBuf> {
     let text = serde_json::to_string_pretty(doc)?;
     std::fs::write(&path, text + "\n")
         .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Writes `DIR/cc_trace.csv`: one row per change of a flow's window or rate.
+pub fn write_cc_trace(dir: &Path, report: &Report) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    let path = dir.join("cc_trace.csv");
+    let mut text = String::from("time_us,flow,rate_gbps,window_bytes,signal\n");
+    for (flow, c) in &report.cc_trace {
+        let _ = writeln!(
+            text,
+            "{:.3},{},{:.6},{},{}",
+            c.at as f64 / 1e3,
+            flow,
+            c.rate_bps as f64 / 1e9,
+            c.window,
+            c.signal.name()
+        );
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 

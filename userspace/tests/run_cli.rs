@@ -148,3 +148,39 @@ fn compare_prints_one_row_per_variant() {
     assert!(lines[1].starts_with("switch.lb=ecmp "));
     assert!(lines[2].starts_with("switch.lb=spray-rr "));
 }
+
+#[test]
+fn trace_cc_writes_every_window_and_rate_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let o = fablab(&[
+        "run",
+        "scenarios/incast.toml",
+        "--set",
+        "nic.cc=dcqcn",
+        "--trace",
+        "cc",
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(dir.path().join("cc_trace.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("time_us,flow,rate_gbps,window_bytes,signal")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() > 16, "{} rows", rows.len());
+    // DCQCN cuts rates on CNPs and raises them on its timers.
+    assert!(rows.iter().any(|r| r[4] == "cnp"));
+    assert!(rows.iter().any(|r| r[4] == "timer"));
+    let mut last = 0.0;
+    for r in &rows {
+        let t: f64 = r[0].parse().unwrap();
+        assert!(t >= last, "rows are in time order");
+        last = t;
+        let rate: f64 = r[2].parse().unwrap();
+        assert!(rate > 0.0 && rate <= 100.0);
+    }
+}

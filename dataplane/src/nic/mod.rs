@@ -43,6 +43,8 @@ pub struct NicConfig {
     /// The notification point: at most one CNP per flow per this interval when data
     /// arrives with CE (RoCEv2 NICs' default: 50 µs).
     pub cnp_interval: Nanos,
+    /// Report every change of a flow's window or rate as [`NicEvent::CcChange`].
+    pub trace_cc: bool,
     /// Seeds every random choice of this NIC.
     pub seed: u64,
 }
@@ -61,6 +63,11 @@ pub enum NicEvent {
     ReceiverDone { flow: FlowId, at: Nanos },
     /// Every byte of `flow` has been acknowledged to its sender.
     SenderDone { flow: FlowId, at: Nanos },
+    /// `flow`'s congestion controller changed its window or rate (with `trace_cc`).
+    CcChange {
+        flow: FlowId,
+        change: sender::CcChange,
+    },
 }
 
 /// Receive-side counters, summed over flows.
@@ -178,6 +185,7 @@ impl Nic {
             rto_min: self.cfg.rto_min,
             max_inflight_packets: max_inflight,
             congested_qlen: 4 * self.cfg.mtu,
+            trace_cc: self.cfg.trace_cc,
         };
         self.tx_index.insert(spec.flow, self.senders.len());
         self.senders.push(Sender::new(spec, scfg, cc, spray, now));
@@ -356,6 +364,14 @@ impl Nic {
     }
 
     pub fn poll_event(&mut self) -> Option<NicEvent> {
+        if self.cfg.trace_cc {
+            for s in &mut self.senders {
+                let flow = s.spec.flow;
+                for change in s.drain_cc_changes() {
+                    self.events.push_back(NicEvent::CcChange { flow, change });
+                }
+            }
+        }
         self.events.pop_front()
     }
 }

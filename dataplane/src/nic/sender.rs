@@ -70,6 +70,47 @@ impl RttEstimator {
     }
 }
 
+/// What made a congestion controller change its window or rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CcSignal {
+    Sent,
+    /// An ACK; `ecn` when it echoed CE, `int` when it carried INT hops.
+    Ack {
+        ecn: bool,
+        int: bool,
+    },
+    Cnp,
+    Loss,
+    Nack,
+    Timeout,
+    Timer,
+}
+
+impl CcSignal {
+    pub fn name(self) -> &'static str {
+        match self {
+            CcSignal::Sent => "sent",
+            CcSignal::Ack { ecn: true, .. } => "ack-ecn",
+            CcSignal::Ack { int: true, .. } => "ack-int",
+            CcSignal::Ack { .. } => "ack",
+            CcSignal::Cnp => "cnp",
+            CcSignal::Loss => "loss",
+            CcSignal::Nack => "nack",
+            CcSignal::Timeout => "timeout",
+            CcSignal::Timer => "timer",
+        }
+    }
+}
+
+/// One change of a flow's window or rate, for `--trace cc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CcChange {
+    pub at: Nanos,
+    pub window: u64,
+    pub rate_bps: u64,
+    pub signal: CcSignal,
+}
+
 /// Parameters of a sending flow.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowSpec {
@@ -89,6 +130,8 @@ pub struct SenderConfig {
     pub max_inflight_packets: u32,
     /// INT queue depth above which an ACK counts as congested for adaptive spraying.
     pub congested_qlen: u32,
+    /// Record every change of window or rate (`--trace cc`).
+    pub trace_cc: bool,
 }
 
 /// Counters of a sending flow.
@@ -129,6 +172,9 @@ pub struct Sender {
     pub started_at: Nanos,
     pub finished_at: Option<Nanos>,
     pub stats: SenderStats,
+    /// Window and rate as last traced, and the changes not yet collected.
+    traced: (u64, u64),
+    changes: Vec<CcChange>,
 }
 
 impl Sender {
@@ -172,7 +218,31 @@ impl Sender {
             started_at: now,
             finished_at: None,
             stats: SenderStats::default(),
+            traced: (0, 0),
+            changes: Vec::new(),
         }
+    }
+
+    /// Records a change of window or rate caused by `signal`, when tracing.
+    fn trace(&mut self, now: Nanos, signal: CcSignal) {
+        if !self.cfg.trace_cc {
+            return;
+        }
+        let now_state = (self.cc.window(), self.cc.pacing_rate());
+        if now_state != self.traced {
+            self.traced = now_state;
+            self.changes.push(CcChange {
+                at: now,
+                window: now_state.0,
+                rate_bps: now_state.1,
+                signal,
+            });
+        }
+    }
+
+    /// Takes the changes recorded since the last call.
+    pub fn drain_cc_changes(&mut self) -> impl Iterator<Item = CcChange> + '_ {
+        self.changes.drain(..)
     }
 
     pub fn is_done(&self) -> bool {
@@ -304,6 +374,7 @@ impl Sender {
                 retransmit,
             },
         );
+        self.trace(now, CcSignal::Sent);
         Some(pkt)
     }
 
@@ -430,6 +501,13 @@ impl Sender {
                 delivered: self.acked_bytes,
             },
         );
+        self.trace(
+            now,
+            CcSignal::Ack {
+                ecn: ack.ecn_echo,
+                int: !ack.int.is_empty(),
+            },
+        );
         self.detect_losses(now);
         if self.base >= self.packets {
             self.finished_at = Some(now);
@@ -441,6 +519,7 @@ impl Sender {
     /// A congestion notification (RoCEv2 CNP) arrived for this flow.
     pub fn handle_cnp(&mut self, now: Nanos) {
         self.cc.on_congestion(now, &CongestionEvent::Cnp);
+        self.trace(now, CcSignal::Cnp);
     }
 
     /// The receiver could not hold a packet: repair the head of the window if it
@@ -448,6 +527,7 @@ impl Sender {
     pub fn handle_nack(&mut self, now: Nanos, nack: &Packet) {
         self.cc
             .on_congestion(now, &CongestionEvent::Nack { psn: nack.psn });
+        self.trace(now, CcSignal::Nack);
         let Some(cum) = self.unwrap(nack.cum_psn) else {
             return;
         };
@@ -475,6 +555,7 @@ impl Sender {
                 bytes: wire,
             },
         );
+        self.trace(now, CcSignal::Loss);
     }
 
     fn detect_losses(&mut self, now: Nanos) {
@@ -529,11 +610,13 @@ impl Sender {
                 }
             }
             self.cc.on_congestion(now, &CongestionEvent::Timeout);
+            self.trace(now, CcSignal::Timeout);
             self.rto_backoff += 1;
             self.rto_at = Some(now + self.rto());
         }
         if self.cc.next_timer().is_some_and(|t| t <= now) {
             self.cc.on_timer(now);
+            self.trace(now, CcSignal::Timer);
         }
     }
 }

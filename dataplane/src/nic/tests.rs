@@ -59,6 +59,7 @@ fn nic(host: u32, reorder_window: u32, seed: u64) -> Nic {
         cc: "none".into(),
         cc_params: CcParams::new(),
         cnp_interval: 50_000,
+        trace_cc: false,
         seed,
     })
 }
@@ -136,6 +137,7 @@ impl Pair {
                 NicEvent::Delivered { offset, bytes, .. } => self.delivered.push((offset, bytes)),
                 NicEvent::ReceiverDone { .. } => self.receiver_done += 1,
                 NicEvent::SenderDone { .. } => self.sender_done = true,
+                NicEvent::CcChange { .. } => {}
             }
         }
     }

@@ -117,6 +117,8 @@ pub struct Report {
     pub flows: Vec<FlowReport>,
     pub ports: Vec<PortReport>,
     pub allreduce: Option<AllreduceReport>,
+    /// Every change of a flow's window or rate, in time order (with `trace_cc`).
+    pub cc_trace: Vec<(FlowId, crate::nic::sender::CcChange)>,
 }
 
 /// Max-min fair rates of `flows` (src, dst) when only host links (capacity `cap`
@@ -337,6 +339,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         flows,
         ports,
         allreduce,
+        cc_trace: sim.cc_trace.clone(),
     }
 }
 

@@ -94,6 +94,8 @@ pub struct SimConfig {
     pub duration: Option<Nanos>,
     /// How often every switch egress queue is sampled.
     pub queue_sample_interval: Nanos,
+    /// Record every change of every flow's window and rate ([`Report::cc_trace`]).
+    pub trace_cc: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +155,7 @@ pub struct Simulator {
     pfc_pauses: u64,
     last_delivery: Nanos,
     last_progress: Nanos,
+    cc_trace: Vec<(FlowId, crate::nic::sender::CcChange)>,
     base_rtt: Nanos,
     stopped: bool,
 }
@@ -215,6 +218,7 @@ impl Simulator {
                     cc: cfg.nic.cc.clone(),
                     cc_params: cfg.nic.cc_params.clone(),
                     cnp_interval: 50_000,
+                    trace_cc: cfg.trace_cc,
                     seed: Rng::fork(cfg.seed, 1 << 32 | u64::from(h)).next_u64(),
                 })
             })
@@ -301,6 +305,7 @@ impl Simulator {
             pfc_pauses: 0,
             last_delivery: 0,
             last_progress: 0,
+            cc_trace: Vec::new(),
             base_rtt,
             stopped: false,
             flows,
@@ -598,6 +603,7 @@ impl Simulator {
                     self.runs[flow as usize].tx_done = Some(at);
                     self.maybe_finished(flow);
                 }
+                NicEvent::CcChange { flow, change } => self.cc_trace.push((flow, change)),
             }
         }
     }

@@ -37,6 +37,7 @@ pub(crate) fn leaf_spine(
         faults: Vec::new(),
         duration: None,
         queue_sample_interval: 1_000,
+        trace_cc: false,
     }
 }
 
