@@ -12,6 +12,7 @@ pub mod dcqcn;
 pub mod dctcp;
 pub mod hpcc;
 mod none;
+pub mod nscc;
 pub mod swift;
 pub mod timely;
 
@@ -222,6 +223,7 @@ impl Default for Registry {
         r.register("dctcp", dctcp::factory);
         r.register("swift", swift::factory);
         r.register("timely", timely::factory);
+        r.register("nscc", nscc::factory);
         r
     }
 }

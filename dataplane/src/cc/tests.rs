@@ -283,6 +283,61 @@ fn timely_follows_the_rtt_gradient() {
     assert!((cc.pacing_rate() as f64 - r).abs() < 1e3);
 }
 
+#[test]
+fn nscc_reacts_by_quadrant() {
+    let params = CcParams::new();
+    // Target = 1.5 × T = 15 µs. Start from a cut window so increases are visible.
+    let mut cc = make("nscc", &params);
+    let w0 = 250_000.0;
+    // ECN and delay above target: W·(1 − γ·(rtt − t)/rtt), once per RTT.
+    cc.on_ack(
+        0,
+        &AckSample::new(4096, 4096)
+            .with_rtt(30_000)
+            .with_ecn(true)
+            .with_inflight(100_000),
+    );
+    let w1 = w0 * (1.0 - 0.8 * (30_000.0 - 15_000.0) / 30_000.0);
+    assert!(
+        (cc.window() as f64 - w1).abs() < 2.0,
+        "{} vs {w1}",
+        cc.window()
+    );
+    cc.on_ack(
+        1,
+        &AckSample::new(4096, 8192)
+            .with_rtt(30_000)
+            .with_ecn(true)
+            .with_inflight(100_000),
+    );
+    assert!(
+        (cc.window() as f64 - w1).abs() < 2.0,
+        "no second cut within the RTT"
+    );
+    // ECN but low delay (another path under spraying): no change.
+    cc.on_ack(
+        2,
+        &AckSample::new(4096, 12_288).with_rtt(12_000).with_ecn(true),
+    );
+    assert!((cc.window() as f64 - w1).abs() < 2.0);
+    // No ECN, low delay: proportional increase α·(t − rtt)/t·acked·MSS/W.
+    cc.on_ack(3, &AckSample::new(4096, 16_384).with_rtt(12_000));
+    let w2 = w1 + 4.0 * (3_000.0 / 15_000.0) * 4096.0 * 4096.0 / w1;
+    assert!(
+        (cc.window() as f64 - w2).abs() < 2.0,
+        "{} vs {w2}",
+        cc.window()
+    );
+    // No ECN, high delay: fair increase η·acked·MSS/W.
+    cc.on_ack(4, &AckSample::new(4096, 20_480).with_rtt(20_000));
+    let w3 = w2 + 0.25 * 4096.0 * 4096.0 / w2;
+    assert!(
+        (cc.window() as f64 - w3).abs() < 2.0,
+        "{} vs {w3}",
+        cc.window()
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Sent(u32),
@@ -329,7 +384,7 @@ proptest! {
     /// controller panic, and its window and rate stay finite, positive and bounded.
     #[test]
     fn every_controller_stays_within_bounds(ops in proptest::collection::vec(op(), 1..300)) {
-        for name in ["none", "hpcc", "dcqcn", "dctcp", "swift", "timely"] {
+        for name in ["none", "hpcc", "dcqcn", "dctcp", "swift", "timely", "nscc"] {
             let params = CcParams::new();
             let mut cc = make(name, &params);
             let mut now: Nanos = 0;
