@@ -265,6 +265,7 @@ pub fn results_json(s: &Scenario, scenario_path: &Path, mode: &str, run: &SimRun
             "ooo_packets": r.ooo_packets,
             "duplicate_packets": r.duplicate_packets,
             "reorder_max_depth": r.reorder_max_depth,
+            "jain_fairness": r.jain_fairness,
             "delivered_bytes": r.delivered_bytes,
             "delivered_digest": r.delivered_digest,
             "expected_digest": r.expected_digest,
@@ -452,11 +453,12 @@ pub fn compare_row(label: &str, r: &Report) -> Vec<String> {
         r.pfc_pauses.to_string(),
         r.drops.to_string(),
         r.retransmits.to_string(),
+        format!("{:.3}", r.jain_fairness),
         format!("{}/{}", r.flows_finished, r.flows_total),
     ]
 }
 
-pub const COMPARE_HEADER: [&str; 11] = [
+pub const COMPARE_HEADER: [&str; 12] = [
     "variant",
     "efficiency",
     "goodput_gbps",
@@ -467,6 +469,7 @@ pub const COMPARE_HEADER: [&str; 11] = [
     "pfc_pauses",
     "drops",
     "retransmits",
+    "jain",
     "flows_done",
 ];
 

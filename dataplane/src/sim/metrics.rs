@@ -100,6 +100,10 @@ pub struct Report {
     pub ooo_packets: u64,
     pub duplicate_packets: u64,
     pub reorder_max_depth: u32,
+    /// Jain's fairness index over the flows' throughputs (delivered bytes over each
+    /// flow's completion time, or over the run for unfinished flows): 1 is equal
+    /// shares, 1/n is one flow taking everything.
+    pub jain_fairness: f64,
     pub delivered_bytes: u64,
     pub delivered_digest: String,
     /// The digest of each flow's stream from its first byte up to as many bytes as
@@ -306,6 +310,22 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         }
         _ => None,
     };
+    let rates: Vec<f64> = flows
+        .iter()
+        .filter_map(|f| {
+            let start = f.start_ns?;
+            let span = f.fct_ns.unwrap_or(end.saturating_sub(start)).max(1);
+            Some(f.delivered_bytes as f64 / span as f64)
+        })
+        .collect();
+    let (sum, sq) = rates
+        .iter()
+        .fold((0.0, 0.0), |(s, q), r| (s + r, q + r * r));
+    let jain = if sq > 0.0 {
+        sum * sum / (rates.len() as f64 * sq)
+    } else {
+        0.0
+    };
     Report {
         goodput_gbps: goodput,
         ideal_goodput_gbps: ideal,
@@ -323,6 +343,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         ooo_packets: rx.out_of_order,
         duplicate_packets: rx.duplicates,
         reorder_max_depth: rx.max_held,
+        jain_fairness: jain,
         delivered_bytes: delivered,
         delivered_digest: combine(digests.iter().zip(&sim.runs).map(|(&(id, crc, n), r)| {
             // A flow whose stream broke order cannot match what was sent.
