@@ -11,7 +11,13 @@ use fablab_dataplane::switch::{EcnConfig, LbPolicy, PfcConfig};
 /// 16:1 incast of 1 MB flows on a 2 × 4 leaf-spine, lossless, RED/ECN at
 /// Kmin 100 KB / Kmax 400 KB / Pmax 0.2 (the HPCC paper's DCQCN settings at 100G).
 fn incast(cc: &str, seed: u64) -> Report {
-    let cfg = SimConfig {
+    Simulator::new(incast_config(cc, seed), Registry::default())
+        .unwrap()
+        .run()
+}
+
+fn incast_config(cc: &str, seed: u64) -> SimConfig {
+    SimConfig {
         seed,
         topology: TopologySpec {
             kind: TopologyKind::LeafSpine {
@@ -48,8 +54,7 @@ fn incast(cc: &str, seed: u64) -> Report {
         duration: None,
         queue_sample_interval: 1_000,
         trace_cc: false,
-    };
-    Simulator::new(cfg, Registry::default()).unwrap().run()
+    }
 }
 
 #[test]
@@ -74,5 +79,51 @@ fn hpcc_keeps_incast_queues_near_zero_where_dcqcn_does_not() {
             hpcc.queue_bytes.p99
         );
         assert!(hpcc.queue_bytes.p99 * 10.0 < dcqcn.queue_bytes.p99);
+    }
+}
+
+/// WebSearch flow sizes, Poisson arrivals at 50% load on a k = 4 fat-tree, lossless.
+fn websearch(cc: &str, seed: u64) -> Report {
+    let cdf = fablab_dataplane::sim::traffic::SizeCdf::parse(include_str!(
+        "../../scenarios/cdf/websearch.txt"
+    ))
+    .unwrap();
+    let mut cfg = SimConfig {
+        seed,
+        topology: TopologySpec {
+            kind: TopologyKind::FatTree { k: 4 },
+            host_rate_mbps: 100_000,
+            fabric_rate_mbps: 100_000,
+            link_delay: 1_000,
+        },
+        traffic: TrafficSpec {
+            pattern: Pattern::Poisson {
+                load: 0.5,
+                cdf,
+                flows: 300,
+            },
+            flow_bytes: 0,
+        },
+        ..incast_config(cc, seed)
+    };
+    cfg.lb = LbPolicy::Ecmp;
+    Simulator::new(cfg, Registry::default()).unwrap().run()
+}
+
+#[test]
+fn hpcc_gives_short_websearch_flows_a_lower_tail_than_dcqcn() {
+    // The HPCC paper's WebSearch result at 50% load: HPCC cuts the tail FCT slowdown
+    // of short flows, because it holds queues near zero.
+    for seed in [1, 2] {
+        let hpcc = websearch("hpcc", seed);
+        let dcqcn = websearch("dcqcn", seed);
+        let (h, d) = (
+            hpcc.fct_slowdown_short.unwrap().p99,
+            dcqcn.fct_slowdown_short.unwrap().p99,
+        );
+        eprintln!("seed {seed}: short-flow p99 slowdown HPCC {h:.2}, DCQCN {d:.2}");
+        assert_eq!(hpcc.flows_finished, hpcc.flows_total);
+        assert_eq!(dcqcn.flows_finished, dcqcn.flows_total);
+        assert!(h < d, "seed {seed}: HPCC {h:.2} is not below DCQCN {d:.2}");
     }
 }

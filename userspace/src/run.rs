@@ -254,6 +254,7 @@ pub fn results_json(s: &Scenario, scenario_path: &Path, mode: &str, run: &SimRun
             "efficiency": r.efficiency,
             "fct_us": opt_pct(&r.fct_us),
             "fct_slowdown": opt_pct(&r.fct_slowdown),
+            "fct_slowdown_short": opt_pct(&r.fct_slowdown_short),
             "queue_bytes": pct(&r.queue_bytes),
             "drops": r.drops,
             "switch_drops": r.switch_drops,
@@ -321,6 +322,13 @@ pub fn summary(s: &Scenario, run: &SimRun) -> String {
         _ => {
             let _ = writeln!(o, "  FCT         no flow finished within the run");
         }
+    }
+    if let Some(sh) = &r.fct_slowdown_short {
+        let _ = writeln!(
+            o,
+            "  short flows slowdown p50 {:.2} p99 {:.2} (flows of at most 100 KB)",
+            sh.p50, sh.p99
+        );
     }
     let _ = writeln!(
         o,
@@ -450,6 +458,9 @@ pub fn compare_row(label: &str, r: &Report) -> Vec<String> {
         format!("{:.0}", r.queue_bytes.max),
         slowdown(|p| p.p50),
         slowdown(|p| p.p99),
+        r.fct_slowdown_short
+            .as_ref()
+            .map_or("-".to_string(), |p| format!("{:.2}", p.p99)),
         r.pfc_pauses.to_string(),
         r.drops.to_string(),
         r.retransmits.to_string(),
@@ -458,7 +469,7 @@ pub fn compare_row(label: &str, r: &Report) -> Vec<String> {
     ]
 }
 
-pub const COMPARE_HEADER: [&str; 12] = [
+pub const COMPARE_HEADER: [&str; 13] = [
     "variant",
     "efficiency",
     "goodput_gbps",
@@ -466,6 +477,7 @@ pub const COMPARE_HEADER: [&str; 12] = [
     "queue_max_B",
     "slowdown_p50",
     "slowdown_p99",
+    "short_slowdown_p99",
     "pfc_pauses",
     "drops",
     "retransmits",

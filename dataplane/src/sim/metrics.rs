@@ -6,6 +6,9 @@ use super::Simulator;
 use crate::packet::{FlowId, HostId, Nanos, Packet};
 use crate::payload::{combine, pattern_crc};
 
+/// Flows of at most this many bytes count as short for `fct_slowdown_short`.
+pub const SHORT_FLOW_BYTES: u64 = 100_000;
+
 /// p50 / p99 / max of a distribution.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Percentiles {
@@ -88,6 +91,9 @@ pub struct Report {
     /// long flows).
     pub fct_us: Option<Percentiles>,
     pub fct_slowdown: Option<Percentiles>,
+    /// FCT slowdown of flows of at most [`SHORT_FLOW_BYTES`] (where the HPCC and
+    /// DCQCN papers compare algorithms on WebSearch-like traffic).
+    pub fct_slowdown_short: Option<Percentiles>,
     pub queue_bytes: Percentiles,
     /// Packets lost: switch drops plus link losses.
     pub drops: u64,
@@ -190,6 +196,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
     let mut flows = Vec::new();
     let mut fcts = Vec::new();
     let mut slowdowns = Vec::new();
+    let mut short_slowdowns = Vec::new();
     let mut delivered = 0u64;
     let mut retransmits = 0u64;
     let mut order_violations = 0u64;
@@ -227,7 +234,11 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         };
         if let Some(fct) = fct {
             fcts.push(fct as f64 / 1e3);
-            slowdowns.push((fct as f64 / ideal.max(1) as f64).max(1.0));
+            let slowdown = (fct as f64 / ideal.max(1) as f64).max(1.0);
+            slowdowns.push(slowdown);
+            if f.bytes <= SHORT_FLOW_BYTES {
+                short_slowdowns.push(slowdown);
+            }
         }
         flows.push(FlowReport {
             id: f.id,
@@ -332,6 +343,8 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         efficiency: if ideal > 0.0 { goodput / ideal } else { 0.0 },
         fct_us: (!fcts.is_empty()).then(|| Percentiles::of_f64(&mut fcts)),
         fct_slowdown: (!slowdowns.is_empty()).then(|| Percentiles::of_f64(&mut slowdowns)),
+        fct_slowdown_short: (!short_slowdowns.is_empty())
+            .then(|| Percentiles::of_f64(&mut short_slowdowns)),
         queue_bytes: Percentiles::of_u64(&mut samples),
         drops: switch_drops + sim.link_drops,
         switch_drops,
