@@ -119,6 +119,10 @@ pub enum CongestionEvent {
 pub trait CongestionControl: fmt::Debug + Send {
     /// A packet was sent.
     fn on_sent(&mut self, _now: Nanos, _sample: &SentSample) {}
+    /// An ACK echoed the INT stack its data packet collected (first hop first).
+    /// Called before [`on_ack`](Self::on_ack), which carries the same hops in
+    /// `AckSample::int`; implement whichever reads better.
+    fn on_telemetry(&mut self, _now: Nanos, _hops: &[IntHop]) {}
     /// An ACK for a data packet arrived.
     fn on_ack(&mut self, now: Nanos, sample: &AckSample<'_>);
     /// A congestion signal other than an ACK arrived.

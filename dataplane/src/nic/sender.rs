@@ -486,6 +486,9 @@ impl Sender {
             self.rto_backoff = 0;
             self.rto_at = (self.inflight > 0).then(|| now + self.rto());
         }
+        if !ack.int.is_empty() {
+            self.cc.on_telemetry(now, ack.int.hops());
+        }
         self.cc.on_ack(
             now,
             &AckSample {

@@ -200,3 +200,46 @@ fn incast_lossless_pauses_instead_of_dropping() {
     assert_exact(&lossy);
     assert!(lossy.drops > 0 && lossy.retransmits > 0);
 }
+
+static TELEMETRY_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static TELEMETRY_HOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[derive(Debug)]
+struct Probe;
+
+impl crate::cc::CongestionControl for Probe {
+    fn on_telemetry(&mut self, _now: Nanos, hops: &[crate::packet::IntHop]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        TELEMETRY_CALLS.fetch_add(1, Relaxed);
+        TELEMETRY_HOPS.fetch_max(hops.len() as u64, Relaxed);
+    }
+    fn on_ack(&mut self, _now: Nanos, _s: &crate::cc::AckSample<'_>) {}
+    fn window(&self) -> u64 {
+        200_000
+    }
+    fn pacing_rate(&self) -> u64 {
+        100_000_000_000
+    }
+}
+
+#[test]
+fn plugins_receive_every_hops_telemetry() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut registry = Registry::default();
+    registry.register("probe", |_| Ok(Box::new(Probe)));
+    let mut cfg = leaf_spine(
+        LbPolicy::SprayRr,
+        SprayPolicy::Fixed,
+        Pattern::Permutation {
+            stride: Some(4),
+            senders: Some(1),
+        },
+        100_000,
+    );
+    cfg.nic.cc = "probe".into();
+    let r = Simulator::new(cfg, registry).unwrap().run();
+    assert_exact(&r);
+    // Every data packet's ACK echoed its INT stack: leaf, spine, leaf.
+    assert!(TELEMETRY_CALLS.load(Relaxed) >= 100_000 / 4096);
+    assert_eq!(TELEMETRY_HOPS.load(Relaxed), 3);
+}
