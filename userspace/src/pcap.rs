@@ -17,7 +17,6 @@ pub const SNAPLEN: u32 = 9216;
 #[derive(Debug)]
 pub struct PcapSink<W: Write> {
     writer: PcapWriter<W>,
-    frames: u64,
 }
 
 impl PcapSink<BufWriter<File>> {
@@ -40,7 +39,6 @@ impl<W: Write> PcapSink<W> {
         };
         Ok(PcapSink {
             writer: PcapWriter::with_header(w, header)?,
-            frames: 0,
         })
     }
 
@@ -53,12 +51,7 @@ impl<W: Write> PcapSink<W> {
             &frame[..keep],
         );
         self.writer.write_packet(&packet)?;
-        self.frames += 1;
         Ok(())
-    }
-
-    pub fn frames(&self) -> u64 {
-        self.frames
     }
 
     /// Flushes and returns the underlying writer.

@@ -150,10 +150,6 @@ impl Nic {
         }
     }
 
-    pub fn host(&self) -> HostId {
-        self.cfg.host
-    }
-
     /// Starts sending a flow. Fails if the congestion controller cannot be created
     /// (unknown name or parameter).
     pub fn start_flow(
@@ -330,11 +326,6 @@ impl Nic {
             }
         }
         None
-    }
-
-    /// Whether a control packet is waiting (the driver may start the port at once).
-    pub fn has_control(&self) -> bool {
-        !self.control.is_empty()
     }
 
     /// The earliest time the NIC needs attention: a paced packet becomes sendable, or

@@ -248,12 +248,6 @@ impl Sender {
     pub fn is_done(&self) -> bool {
         self.finished_at.is_some()
     }
-    pub fn inflight(&self) -> u64 {
-        self.inflight
-    }
-    pub fn acked_bytes(&self) -> u64 {
-        self.acked_bytes
-    }
     pub fn cc(&self) -> &dyn CongestionControl {
         self.cc.as_ref()
     }

@@ -316,10 +316,6 @@ impl<H: Copy> Switch<H> {
         self.ports[usize::from(port)].paused = paused;
     }
 
-    pub fn is_paused(&self, port: u16) -> bool {
-        self.ports[usize::from(port)].paused
-    }
-
     /// A link went down or came up. Going down empties the egress queue; the
     /// returned handles are the packets lost with it.
     pub fn set_port_up(&mut self, port: u16, up: bool, lost: &mut Vec<H>) {
