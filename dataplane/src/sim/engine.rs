@@ -80,6 +80,35 @@ impl<E> EventQueue<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Against a sorted reference: interleaved schedules (never in the past) and
+        /// pops come out in (time, scheduling order).
+        #[test]
+        fn matches_a_sorted_reference(ops in proptest::collection::vec((any::<bool>(), 0u64..1_000), 1..400)) {
+            let mut q = EventQueue::default();
+            let mut reference: Vec<(Nanos, u64)> = Vec::new();
+            let mut id = 0u64;
+            for (push, dt) in ops {
+                if push || reference.is_empty() {
+                    let at = q.now() + dt;
+                    q.schedule(at, id);
+                    reference.push((at, id));
+                    id += 1;
+                } else {
+                    reference.sort();
+                    let want = reference.remove(0);
+                    prop_assert_eq!(q.pop(), Some(want));
+                }
+            }
+            reference.sort();
+            for want in reference {
+                prop_assert_eq!(q.pop(), Some(want));
+            }
+            prop_assert!(q.pop().is_none());
+        }
+    }
 
     #[test]
     fn orders_by_time_then_by_scheduling_order() {
