@@ -193,7 +193,12 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             }
             let mut cfg = run::sim_config(&s, &scenario)?;
             cfg.trace_cc = trace.contains(&Trace::Cc);
-            let result = run::run_sim(cfg, registry.clone(), std::io::stderr().is_terminal())?;
+            let result = run::run_sim(
+                &scenario,
+                cfg,
+                registry.clone(),
+                std::io::stderr().is_terminal(),
+            )?;
             let doc = run::results_json(&s, &scenario, "sim", &result);
             let dir = out.unwrap_or_else(|| run::default_out_dir(&s.name));
             let path = run::write_results(&dir, &doc)?;
@@ -227,7 +232,12 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             for (label, s) in &variants {
                 eprintln!("running {label} ...");
                 let cfg = run::sim_config(s, &scenario)?;
-                let result = run::run_sim(cfg, registry.clone(), std::io::stderr().is_terminal())?;
+                let result = run::run_sim(
+                    &scenario,
+                    cfg,
+                    registry.clone(),
+                    std::io::stderr().is_terminal(),
+                )?;
                 rows.push(run::compare_row(label, &result.report));
             }
             print!("{}", run::table(&run::COMPARE_HEADER, &rows));

@@ -162,8 +162,22 @@ impl SimRun {
 
 /// Runs the simulator; shows a progress bar on a terminal once the run has taken a
 /// second.
-pub fn run_sim(cfg: SimConfig, registry: Registry, progress: bool) -> anyhow::Result<SimRun> {
-    let mut sim = Simulator::new(cfg, registry).map_err(|e| anyhow::anyhow!(e))?;
+pub fn run_sim(
+    scenario_path: &Path,
+    cfg: SimConfig,
+    registry: Registry,
+    progress: bool,
+) -> anyhow::Result<SimRun> {
+    let cc = cfg.nic.cc.clone();
+    let mut sim = Simulator::new(cfg, registry).map_err(|e| {
+        // Name where in the scenario the problem is.
+        let place = if e.starts_with("fault") {
+            "[[faults]]".to_string()
+        } else {
+            format!("[nic] cc = {cc:?}, [nic.cc_params]")
+        };
+        anyhow::anyhow!("{}: {place}: {e}", scenario_path.display())
+    })?;
     let total = sim.flows().len() as u64;
     let start = Instant::now();
     let mut bar: Option<indicatif::ProgressBar> = None;
