@@ -78,7 +78,7 @@ impl IntTrail {
     pub fn clear(&mut self) {
         self.len = 0;
     }
-    /// Bytes the INT block takes on the wire with fablab's 12-word hops.
+    /// Bytes the INT block takes on the wire with fablab's 8-word hops.
     pub fn wire_len(&self) -> u32 {
         (SHIM_LEN + MD_LEN) as u32
             + u32::from(self.len) * u32::from(IntMdRepr::fablab(0).hop_ml) * 4
@@ -200,6 +200,6 @@ mod tests {
         }
         assert!(!t.push(IntHop::default()));
         assert_eq!(t.hops().len(), MAX_INT_HOPS);
-        assert_eq!(t.wire_len(), 16 + 8 * 48);
+        assert_eq!(t.wire_len(), 16 + 8 * 32);
     }
 }

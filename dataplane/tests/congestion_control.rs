@@ -127,3 +127,63 @@ fn hpcc_gives_short_websearch_flows_a_lower_tail_than_dcqcn() {
         assert!(h < d, "seed {seed}: HPCC {h:.2} is not below DCQCN {d:.2}");
     }
 }
+
+/// 8 long flows from leaf 0 to leaf 1 over 8 spines with adaptive routing and INT,
+/// as `scenarios/ecmp-vs-spray.toml --set switch.lb=adaptive --set switch.int=true`.
+fn permutation(cc: &str, params: &[(&str, f64)], seed: u64) -> Report {
+    let mut cfg = SimConfig {
+        topology: TopologySpec {
+            kind: TopologyKind::LeafSpine {
+                leaves: 2,
+                spines: 8,
+                hosts_per_leaf: 8,
+            },
+            host_rate_mbps: 100_000,
+            fabric_rate_mbps: 100_000,
+            link_delay: 1_000,
+        },
+        pfc: None,
+        lb: LbPolicy::Adaptive,
+        traffic: TrafficSpec {
+            pattern: Pattern::Permutation {
+                stride: Some(8),
+                senders: Some(8),
+            },
+            flow_bytes: 1 << 40,
+        },
+        duration: Some(1_000_000),
+        buffer_bytes: 4 << 20,
+        ..incast_config(cc, seed)
+    };
+    for (k, v) in params {
+        cfg.nic.cc_params.insert((*k).into(), *v);
+    }
+    Simulator::new(cfg, Registry::default()).unwrap().run()
+}
+
+#[test]
+fn every_algorithm_keeps_the_sprayed_permutation_efficient() {
+    for seed in [1, 2] {
+        for cc in ["none", "dcqcn", "dctcp", "swift", "timely", "nscc"] {
+            let r = permutation(cc, &[], seed);
+            eprintln!("seed {seed}: {cc} efficiency {:.3}", r.efficiency);
+            assert!(
+                r.efficiency >= 0.9,
+                "seed {seed}: {cc} efficiency {:.3}",
+                r.efficiency
+            );
+            assert_eq!(r.drops, 0);
+        }
+        // HPCC aims each link at η of its capacity, INT bytes included: with the
+        // paper's η = 0.95 it tops out just under 0.9 of the payload ideal here (0.894,
+        // docs/results.md); at the η = 0.99 the HPCC authors later recommend it clears
+        // 0.9 with the same near-zero queues.
+        let r = permutation("hpcc", &[("eta", 0.99)], seed);
+        eprintln!(
+            "seed {seed}: hpcc (eta 0.99) efficiency {:.3}, queue p99 {:.0} B",
+            r.efficiency, r.queue_bytes.p99
+        );
+        assert!(r.efficiency >= 0.9);
+        assert!(r.queue_bytes.p99 < 4.0 * 4362.0);
+    }
+}

@@ -3,7 +3,7 @@
 //! leaf 0 to leaf 1, ECMP hashing loses throughput to collisions exactly as the
 //! balls-into-bins closed form predicts, and per-packet spraying recovers it.
 //!
-//! INT is off here: it is not a load-balancing mechanism, and its bytes (5% of a
+//! INT is off here: it is not a load-balancing mechanism, and its bytes (3.4% of a
 //! 4 KiB packet over four hops) would show up as inefficiency.
 
 use fablab_dataplane::cc::Registry;

@@ -262,12 +262,11 @@ fn describe_int(s: &mut String, label: &str, int: &IntStack) {
     for h in int.hops() {
         let _ = write!(
             s,
-            "\n      node {} port {}->{} queue {} B latency {} ns egress_ts {} tx_bytes {} rate {} Mb/s",
+            "\n      node {} port {}->{} queue {} B egress_ts {} tx_bytes {} rate {} Mb/s",
             h.node_id,
             h.l1_ingress_port,
             h.l1_egress_port,
             h.queue_occupancy,
-            h.hop_latency_ns,
             h.egress_ts_ns,
             h.tx_bytes,
             h.link_rate_mbps

@@ -63,9 +63,12 @@ pub mod instr {
     /// Checksum complement, 4 bytes.
     pub const CHECKSUM_COMPLEMENT: u16 = 0x0001;
 
-    /// What a fablab switch stamps at every hop.
-    pub const FABLAB_DEFAULT: u16 =
-        NODE_ID | L1_PORTS | HOP_LATENCY | QUEUE | INGRESS_TS | EGRESS_TS | TX_UTIL;
+    /// What a fablab switch stamps at every hop (DESIGN.md: id, ports, queue
+    /// occupancy, egress timestamp; tx bytes and link rate travel as fablab's DS
+    /// words). Hop latency, ingress timestamp and utilization are parsed when others
+    /// send them, but fablab's congestion controllers do not need them, so fablab
+    /// does not spend 16 bytes per hop on them.
+    pub const FABLAB_DEFAULT: u16 = NODE_ID | L1_PORTS | QUEUE | EGRESS_TS;
 }
 
 /// fablab's domain-specific instruction bits (valid when DS ID is [`FABLAB_DS_ID`]).
@@ -694,48 +697,63 @@ pub(crate) mod tests {
 
     // One INT-MD block with one hop, written out by hand from INT v2.1 §5.7.2, §5.8,
     // §5.9 and fablab's DS words (docs/wire.md).
-    static ONE_HOP: [u8; 64] = [
-        // shim: type 1 (MD), NPT 1, length 16 words, original dst port 4791
-        0x14, 0x10, 0x12, 0xb7,
-        // INT-MD: ver 2, D=E=M=0 | reserved | hop ML 12 | remaining 7
-        0x20, 0x00, 0x0c, 0x07, // instruction bitmap 0xfd00 (bits 0-5, 7) | DS ID 0x0fab
-        0xfd, 0x00, 0x0f, 0xab,
+    #[rustfmt::skip]
+    static ONE_HOP: [u8; 48] = [
+        // shim: type 1 (MD), NPT 1, length 12 words, original dst port 4791
+        0x14, 0x0c, 0x12, 0xb7,
+        // INT-MD: ver 2, D=E=M=0 | reserved | hop ML 8 | remaining 7
+        0x20, 0x00, 0x08, 0x07,
+        // instruction bitmap 0xd400 (bits 0, 1, 3, 5) | DS ID 0x0fab
+        0xd4, 0x00, 0x0f, 0xab,
         // DS instruction 0xc000 (tx bytes, link rate) | DS flags 0
-        0xc0, 0x00, 0x00, 0x00, // hop: node id 9
-        0x00, 0x00, 0x00, 0x09, // L1 ingress 1, egress 2
-        0x00, 0x01, 0x00, 0x02, // hop latency 1500 ns
-        0x00, 0x00, 0x05, 0xdc, // queue id 3, occupancy 0x001234
-        0x03, 0x00, 0x12, 0x34, // ingress timestamp
-        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, // egress timestamp
-        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0f, 0x00, // tx utilization 950000 ppm
-        0x00, 0x0e, 0x7e, 0xf0, // DS: tx bytes
-        0x00, 0x00, 0x00, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, // DS: link rate 100000 Mb/s
+        0xc0, 0x00, 0x00, 0x00,
+        // hop: node id 9
+        0x00, 0x00, 0x00, 0x09,
+        // L1 ingress 1, egress 2
+        0x00, 0x01, 0x00, 0x02,
+        // queue id 3, occupancy 0x001234
+        0x03, 0x00, 0x12, 0x34,
+        // egress timestamp
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0f, 0x00,
+        // DS: tx bytes
+        0x00, 0x00, 0x00, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
+        // DS: link rate 100000 Mb/s
         0x00, 0x01, 0x86, 0xa0,
     ];
 
     #[test]
-    fn fablab_default_is_twelve_words_per_hop() {
-        assert_eq!(IntMdRepr::fablab(8).hop_ml, 12);
+    fn fablab_default_is_eight_words_per_hop() {
+        assert_eq!(IntMdRepr::fablab(8).hop_ml, 8);
     }
 
     #[test]
     fn test_construct() {
         let mut s = IntStack::new(IntMdRepr::fablab(8), 4791);
         s.push(hop(9)).unwrap();
-        assert_eq!(s.buffer_len(), 64);
-        let mut buf = [0xeeu8; 64];
-        assert_eq!(s.emit(&mut buf).unwrap(), 64);
+        assert_eq!(s.buffer_len(), 48);
+        let mut buf = [0xeeu8; 48];
+        assert_eq!(s.emit(&mut buf).unwrap(), 48);
         assert_eq!(buf, ONE_HOP);
     }
 
     #[test]
     fn test_deconstruct() {
         let (s, used) = IntStack::parse(&ONE_HOP).unwrap();
-        assert_eq!(used, 64);
+        assert_eq!(used, 48);
         assert_eq!(s.next, 4791);
         assert_eq!(s.npt, 1);
         assert_eq!(s.md.remaining_hops, 7);
-        assert_eq!(s.hops(), &[hop(9)]);
+        // Hop latency, ingress timestamp and utilization are not in fablab's bitmap.
+        let h = s.hops()[0];
+        assert_eq!(h, hop(9).masked(&s.md));
+        assert_eq!(
+            (h.node_id, h.queue_occupancy, h.egress_ts_ns),
+            (9, 0x1234, 0x0102_0304_0506_0f00)
+        );
+        assert_eq!(
+            (h.tx_bytes, h.link_rate_mbps, h.hop_latency_ns),
+            (0xaa_bbcc_ddee, 100_000, 0)
+        );
     }
 
     #[test]
@@ -763,14 +781,14 @@ pub(crate) mod tests {
     #[test]
     fn inconsistent_hop_ml_is_named() {
         let mut bytes = ONE_HOP;
-        bytes[6] = 0x0b; // hop ML 11 while the bitmaps define 12
+        bytes[6] = 0x07; // hop ML 7 while the bitmaps define 8
         let err = IntStack::parse(&bytes).unwrap_err();
         assert_eq!((err.header, err.field), (Header::IntMd, "hop_ml"));
     }
 
     #[test]
     fn length_beyond_buffer_is_truncation() {
-        let err = IntStack::parse(&ONE_HOP[..60]).unwrap_err();
+        let err = IntStack::parse(&ONE_HOP[..44]).unwrap_err();
         assert_eq!(err.header, Header::IntShim);
         assert_eq!(err.field, "length");
     }
