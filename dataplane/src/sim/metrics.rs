@@ -17,12 +17,47 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-impl Percentiles {
-    pub(crate) fn of_u64(values: &mut [u64]) -> Percentiles {
-        let mut v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
-        Percentiles::of_f64(&mut v)
+/// Every sampled queue depth, as counts per distinct value: memory grows with the
+/// number of distinct depths (packet-size multiples, a few thousand), not with the
+/// length of the run, and percentiles come out exactly as from the full list.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SampleCounts {
+    counts: std::collections::BTreeMap<u64, u64>,
+    n: u64,
+}
+
+impl SampleCounts {
+    pub(crate) fn record(&mut self, v: u64) {
+        *self.counts.entry(v).or_insert(0) += 1;
+        self.n += 1;
     }
 
+    /// The value at sorted index round((n − 1)·q), as `Percentiles::of_f64` picks it.
+    fn at(&self, q: f64) -> f64 {
+        if self.n == 0 {
+            return 0.0;
+        }
+        let want = ((self.n as f64 - 1.0) * q).round() as u64;
+        let mut seen = 0;
+        for (&v, &c) in &self.counts {
+            seen += c;
+            if seen > want {
+                return v as f64;
+            }
+        }
+        0.0
+    }
+
+    pub(crate) fn percentiles(&self) -> Percentiles {
+        Percentiles {
+            p50: self.at(0.5),
+            p99: self.at(0.99),
+            max: self.counts.keys().next_back().map_or(0.0, |&v| v as f64),
+        }
+    }
+}
+
+impl Percentiles {
     pub(crate) fn of_f64(values: &mut [f64]) -> Percentiles {
         values.sort_by(f64::total_cmp);
         let pick = |q: f64| -> f64 {
@@ -291,7 +326,6 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
             timeouts += snd.stats.timeouts;
         }
     }
-    let mut samples = sim.queue_samples.clone();
     // The pattern's CRC over what each flow delivered (at most its size): the
     // digest of the in-order stream a receiver on real interfaces would hash.
     let digests: Vec<(FlowId, u32, u64)> = sim
@@ -345,7 +379,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         fct_slowdown: (!slowdowns.is_empty()).then(|| Percentiles::of_f64(&mut slowdowns)),
         fct_slowdown_short: (!short_slowdowns.is_empty())
             .then(|| Percentiles::of_f64(&mut short_slowdowns)),
-        queue_bytes: Percentiles::of_u64(&mut samples),
+        queue_bytes: sim.queue_samples.percentiles(),
         drops: switch_drops + sim.link_drops,
         switch_drops,
         link_drops: sim.link_drops,
@@ -411,6 +445,21 @@ fn ideal_goodput_gbps(sim: &Simulator, host_bps: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_counts_give_the_same_percentiles_as_the_sorted_list() {
+        let values: Vec<u64> = (0..1000u64).map(|i| (i * 7919) % 37 * 4154).collect();
+        let mut counts = SampleCounts::default();
+        for &v in &values {
+            counts.record(v);
+        }
+        let mut f: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        assert_eq!(counts.percentiles(), Percentiles::of_f64(&mut f));
+        assert_eq!(
+            SampleCounts::default().percentiles(),
+            Percentiles::default()
+        );
+    }
 
     #[test]
     fn max_min_of_permutation_incast_and_mixed() {

@@ -150,7 +150,7 @@ pub struct Simulator {
     dependents: Vec<Vec<FlowId>>,
     finished: usize,
     rng: Rng,
-    queue_samples: Vec<u64>,
+    queue_samples: metrics::SampleCounts,
     link_drops: u64,
     pfc_pauses: u64,
     last_delivery: Nanos,
@@ -300,7 +300,7 @@ impl Simulator {
             dependents,
             finished: 0,
             rng,
-            queue_samples: Vec::new(),
+            queue_samples: metrics::SampleCounts::default(),
             link_drops: 0,
             pfc_pauses: 0,
             last_delivery: 0,
@@ -452,7 +452,7 @@ impl Simulator {
             Ev::Sample => {
                 for sw in &self.switches {
                     for p in 0..sw.port_count() as u16 {
-                        self.queue_samples.push(sw.queue_bytes(p));
+                        self.queue_samples.record(sw.queue_bytes(p));
                     }
                 }
                 // Keep sampling while anything else can still happen.
