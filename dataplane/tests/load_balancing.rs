@@ -7,7 +7,7 @@
 //! 4 KiB packet over four hops) would show up as inefficiency.
 
 use fablab_dataplane::cc::Registry;
-use fablab_dataplane::nic::spray::SprayPolicy;
+use fablab_dataplane::nic::spray::{SprayPolicy, MAX_ENTROPIES};
 use fablab_dataplane::sim::metrics::Report;
 use fablab_dataplane::sim::topology::{TopologyKind, TopologySpec};
 use fablab_dataplane::sim::traffic::{Pattern, TrafficSpec};
@@ -118,39 +118,51 @@ fn switch_spraying_reaches_95_percent() {
 fn nic_spraying_over_ecmp_switches() {
     // Adaptive (REPS-like) entropy recycling steers around the paths the hash
     // overloads.
-    let adaptive = run(fabric(
-        8,
-        LbPolicy::Ecmp,
-        SprayPolicy::Adaptive,
-        64,
-        1,
-        1000,
-    ));
-    eprintln!("NIC adaptive: efficiency {:.3}", adaptive.efficiency);
-    assert!(adaptive.efficiency >= 0.95, "{:.3}", adaptive.efficiency);
-    // Oblivious per-packet cycling: the hash spreads a finite entropy set unevenly
-    // over the spines, and line-rate senders cannot make up the idle time of the
-    // least-loaded links. It falls short of 0.95 (docs/results.md has the numbers);
-    // what must hold is that it beats ECMP by far and causes no retransmission storm.
-    let per_packet = run(fabric(
-        8,
-        LbPolicy::Ecmp,
-        SprayPolicy::PerPacket,
-        1024,
-        1,
-        1000,
-    ));
-    eprintln!(
-        "NIC per-packet: efficiency {:.3}, {} retransmits ({} spurious) of {} delivered packets",
-        per_packet.efficiency,
-        per_packet.retransmits,
-        per_packet.spurious_retransmits,
-        per_packet.delivered_bytes / 4096
-    );
-    assert!(
-        per_packet.efficiency >= 0.90,
-        "{:.3}",
-        per_packet.efficiency
-    );
-    assert!(per_packet.retransmits * 100 < per_packet.delivered_bytes / 4096);
+    for seed in 1..=3 {
+        let adaptive = run(fabric(
+            8,
+            LbPolicy::Ecmp,
+            SprayPolicy::Adaptive,
+            64,
+            seed,
+            3000,
+        ));
+        eprintln!(
+            "seed {seed}: NIC adaptive: efficiency {:.3}",
+            adaptive.efficiency
+        );
+        assert!(
+            adaptive.efficiency >= 0.95,
+            "seed {seed}: {:.3}",
+            adaptive.efficiency
+        );
+    }
+    // Oblivious per-packet cycling over the whole ephemeral port range: the hash
+    // splits each flow over the spines almost evenly (a smaller entropy set splits
+    // it in fixed, uneven proportions, and line-rate senders cannot make up the idle
+    // time of the least-loaded links: docs/results.md has both). No retransmission
+    // storm either: spurious retransmissions stay under 1% of the packets.
+    for seed in 1..=3 {
+        let per_packet = run(fabric(
+            8,
+            LbPolicy::Ecmp,
+            SprayPolicy::PerPacket,
+            MAX_ENTROPIES as u32,
+            seed,
+            3000,
+        ));
+        eprintln!(
+            "seed {seed}: NIC per-packet: efficiency {:.3}, {} retransmits ({} spurious) of {} delivered packets",
+            per_packet.efficiency,
+            per_packet.retransmits,
+            per_packet.spurious_retransmits,
+            per_packet.delivered_bytes / 4096
+        );
+        assert!(
+            per_packet.efficiency >= 0.95,
+            "seed {seed}: {:.3}",
+            per_packet.efficiency
+        );
+        assert!(per_packet.retransmits * 100 < per_packet.delivered_bytes / 4096);
+    }
 }

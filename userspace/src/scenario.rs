@@ -639,8 +639,16 @@ impl Scenario {
                 format!("{} is not in 64..=9000", n.mtu_bytes),
             ));
         }
-        if n.entropies == 0 {
-            return Err(("nic", "entropies", "must be at least 1".into()));
+        let max_entropies = fablab_dataplane::nic::spray::MAX_ENTROPIES;
+        if n.entropies == 0 || n.entropies as usize > max_entropies {
+            return Err((
+                "nic",
+                "entropies",
+                format!(
+                    "{} is not in 1..={max_entropies} (the ephemeral port range)",
+                    n.entropies
+                ),
+            ));
         }
         if s.pfc_xon_bytes > s.pfc_xoff_bytes {
             return Err((

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use crate::rng::Rng;
 
-/// Most entropies one flow sprays over.
-pub const MAX_ENTROPIES: usize = 1024;
+/// Most entropies one flow sprays over: the whole ephemeral port range.
+pub const MAX_ENTROPIES: usize = 0x4000;
 
 /// How a flow picks each packet's entropy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +38,21 @@ fn draw(rng: &mut Rng) -> u16 {
 }
 
 impl Sprayer {
-    /// `count` entropies (clamped to 1..=[`MAX_ENTROPIES`]) drawn from `rng`.
+    /// `count` distinct entropies (clamped to 1..=[`MAX_ENTROPIES`]) chosen with
+    /// `rng`: a random affine walk over the ephemeral range, so `count` =
+    /// [`MAX_ENTROPIES`] cycles through every port once in a flow-specific order.
     pub fn new(policy: SprayPolicy, count: u32, mut rng: Rng) -> Sprayer {
         let count = match policy {
             SprayPolicy::Fixed => 1,
             _ => (count as usize).clamp(1, MAX_ENTROPIES),
         };
-        let entropies = (0..count).map(|_| draw(&mut rng)).collect();
+        // An odd stride is coprime with the range's power-of-two size, so the walk
+        // visits `count` distinct ports before it repeats.
+        let stride = rng.below(0x4000) as usize | 1;
+        let start = rng.below(0x4000) as usize;
+        let entropies = (0..count)
+            .map(|i| 0xc000 | ((start + i * stride) & 0x3fff) as u16)
+            .collect();
         Sprayer {
             policy,
             entropies,

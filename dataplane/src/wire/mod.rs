@@ -11,6 +11,7 @@
 //! names the header and the field. docs/wire.md draws every header byte by byte.
 
 pub mod ack;
+pub mod addr;
 pub mod aeth;
 pub mod bth;
 pub mod frame;
