@@ -1,10 +1,13 @@
 //! What a run measured: the numbers `results.json` carries (docs/results.md defines
 //! each one).
 
-use super::traffic::Pattern;
-use super::Simulator;
+use super::topology::Topology;
+use super::traffic::{FlowPlan, Pattern};
+use super::SimConfig;
+use crate::nic::Nic;
 use crate::packet::{FlowId, HostId, Nanos, Packet};
 use crate::payload::{combine, pattern_crc};
+use crate::switch::PortStats;
 
 /// Flows of at most this many bytes count as short for `fct_slowdown_short`.
 pub const SHORT_FLOW_BYTES: u64 = 100_000;
@@ -21,13 +24,13 @@ pub struct Percentiles {
 /// number of distinct depths (packet-size multiples, a few thousand), not with the
 /// length of the run, and percentiles come out exactly as from the full list.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SampleCounts {
+pub struct SampleCounts {
     counts: std::collections::BTreeMap<u64, u64>,
     n: u64,
 }
 
 impl SampleCounts {
-    pub(crate) fn record(&mut self, v: u64) {
+    pub fn record(&mut self, v: u64) {
         *self.counts.entry(v).or_insert(0) += 1;
         self.n += 1;
     }
@@ -48,7 +51,7 @@ impl SampleCounts {
         0.0
     }
 
-    pub(crate) fn percentiles(&self) -> Percentiles {
+    pub fn percentiles(&self) -> Percentiles {
         Percentiles {
             p50: self.at(0.5),
             p99: self.at(0.99),
@@ -222,8 +225,43 @@ pub fn max_min_host_limited(flows: &[(HostId, HostId)], hosts: u32, cap: f64) ->
     }
 }
 
-pub(super) fn build_report(sim: &Simulator) -> Report {
-    let cfg = &sim.cfg;
+/// One flow's progress as its driver saw it.
+#[derive(Debug, Clone, Default)]
+pub struct FlowRun {
+    pub started: Option<Nanos>,
+    pub rx_done: Option<Nanos>,
+    pub tx_done: Option<Nanos>,
+    /// Bytes delivered in order so far.
+    pub delivered: u64,
+    /// Deliveries that did not continue the stream where it stood.
+    pub order_violations: u64,
+}
+
+/// What a driver (the simulator, the emu datapath) hands over to be reported: the
+/// same numbers from every mode, so results.json means the same thing in each.
+#[derive(Debug)]
+pub struct RunView<'a> {
+    pub cfg: &'a SimConfig,
+    pub topo: &'a Topology,
+    pub flows: &'a [FlowPlan],
+    pub runs: &'a [FlowRun],
+    pub nics: &'a [Nic],
+    /// Every switch's port counters, indexed by switch then port.
+    pub port_stats: Vec<Vec<PortStats>>,
+    pub queue_samples: &'a SampleCounts,
+    pub link_drops: u64,
+    pub pfc_pauses: u64,
+    pub events: u64,
+    /// When the run ended (virtual or since the start of an emu run).
+    pub now: Nanos,
+    pub last_delivery: Nanos,
+    pub base_rtt: Nanos,
+    pub cc_trace: &'a [(FlowId, crate::nic::sender::CcChange)],
+}
+
+/// Builds the report of a finished (or stopped) run.
+pub fn build_report(sim: &RunView<'_>) -> Report {
+    let cfg = sim.cfg;
     let host_mbps = f64::from(cfg.topology.host_rate_mbps);
     let host_bps = host_mbps * 1e6;
     let delay = cfg.topology.link_delay;
@@ -235,7 +273,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
     let mut delivered = 0u64;
     let mut retransmits = 0u64;
     let mut order_violations = 0u64;
-    for (f, run) in sim.flows.iter().zip(&sim.runs) {
+    for (f, run) in sim.flows.iter().zip(sim.runs) {
         let sender = sim.nics[f.src as usize]
             .senders()
             .iter()
@@ -289,7 +327,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
     }
     let start = sim.flows.iter().map(|f| f.start).min().unwrap_or(0);
     let end = match cfg.duration {
-        Some(d) => d.min(sim.q.now().max(sim.last_delivery)),
+        Some(d) => d.min(sim.now.max(sim.last_delivery)),
         None => sim.last_delivery,
     };
     let span_s = (end.saturating_sub(start)).max(1) as f64 / 1e9;
@@ -297,10 +335,10 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
     let ideal = ideal_goodput_gbps(sim, host_bps);
     let mut ports = Vec::new();
     let mut switch_drops = 0;
-    for (i, sw) in sim.switches.iter().enumerate() {
+    for (i, stats) in sim.port_stats.iter().enumerate() {
         let node = sim.topo.hosts as usize + i;
-        for p in 0..sw.port_count() as u16 {
-            let st = sw.stats(p);
+        for (p, st) in stats.iter().enumerate() {
+            let p = p as u16;
             switch_drops += st.drops;
             ports.push(PortReport {
                 switch: sim.topo.names[node].clone(),
@@ -316,7 +354,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
     }
     let mut rx = crate::nic::ReceiverStats::default();
     let (mut spurious, mut timeouts) = (0, 0);
-    for nic in &sim.nics {
+    for nic in sim.nics {
         let s = nic.receiver_stats();
         rx.out_of_order += s.out_of_order;
         rx.duplicates += s.duplicates;
@@ -331,7 +369,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
     let digests: Vec<(FlowId, u32, u64)> = sim
         .flows
         .iter()
-        .zip(&sim.runs)
+        .zip(sim.runs)
         .map(|(f, r)| {
             let n = r.delivered.min(f.bytes);
             (f.id, pattern_crc(f.id, n), n)
@@ -392,7 +430,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         reorder_max_depth: rx.max_held,
         jain_fairness: jain,
         delivered_bytes: delivered,
-        delivered_digest: combine(digests.iter().zip(&sim.runs).map(|(&(id, crc, n), r)| {
+        delivered_digest: combine(digests.iter().zip(sim.runs).map(|(&(id, crc, n), r)| {
             // A flow whose stream broke order cannot match what was sent.
             let crc = if r.order_violations > 0 { !crc } else { crc };
             (id, crc, n)
@@ -400,14 +438,18 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
         expected_digest: combine(digests.iter().copied()),
         order_violations,
         flows_total: sim.flows.len(),
-        flows_finished: sim.finished,
-        events: sim.q.processed(),
-        sim_time_ns: sim.q.now(),
+        flows_finished: sim
+            .runs
+            .iter()
+            .filter(|r| r.rx_done.is_some() && r.tx_done.is_some())
+            .count(),
+        events: sim.events,
+        sim_time_ns: sim.now,
         base_rtt_ns: sim.base_rtt,
         flows,
         ports,
         allreduce,
-        cc_trace: sim.cc_trace.clone(),
+        cc_trace: sim.cc_trace.to_vec(),
     }
 }
 
@@ -415,7 +457,7 @@ pub(super) fn build_report(sim: &Simulator) -> Report {
 /// non-blocking switch), in Gb/s of payload: the link rate times the payload share
 /// of a full-size frame without INT (headers are not a fabric inefficiency; INT is,
 /// and shows in `efficiency`).
-fn ideal_goodput_gbps(sim: &Simulator, host_bps: f64) -> f64 {
+fn ideal_goodput_gbps(sim: &RunView<'_>, host_bps: f64) -> f64 {
     let hosts = sim.topo.hosts;
     let mtu = sim.cfg.nic.mtu;
     let payload_share = f64::from(mtu) / f64::from(Packet::data(0, 0, 0, 0, mtu).wire_len());

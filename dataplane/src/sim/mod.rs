@@ -22,7 +22,7 @@ use crate::switch::{
     EcnConfig, LbPolicy, PfcConfig, Routes, Switch, SwitchConfig, SwitchEvent, Verdict,
 };
 use engine::EventQueue;
-use metrics::Report;
+use metrics::{FlowRun, Report, RunView};
 use topology::{PortRef, Topology, TopologySpec};
 use traffic::{FlowPlan, TrafficSpec};
 
@@ -121,17 +121,6 @@ struct Egress {
     paused: bool,
 }
 
-#[derive(Debug, Default)]
-struct FlowRun {
-    started: Option<Nanos>,
-    rx_done: Option<Nanos>,
-    tx_done: Option<Nanos>,
-    /// Bytes delivered in order so far.
-    delivered: u64,
-    /// Deliveries that did not continue the stream where it stood.
-    order_violations: u64,
-}
-
 /// A running simulation.
 #[derive(Debug)]
 pub struct Simulator {
@@ -160,16 +149,26 @@ pub struct Simulator {
     stopped: bool,
 }
 
-const HOST_PORT: u16 = 0;
-/// Virtual time without any delivery or flow start after which a run without a
-/// duration is declared stuck.
-const STALL_LIMIT: Nanos = 1_000_000_000;
+/// The state machines of a whole fabric, built from a configuration: what every
+/// driver (this simulator, the emu datapath) runs.
+#[derive(Debug)]
+pub struct Fabric {
+    pub topo: Topology,
+    /// One NIC per host, indexed by host id.
+    pub nics: Vec<Nic>,
+    /// One switch per switch node, indexed by node − hosts.
+    pub switches: Vec<Switch<u32>>,
+    /// The planned traffic, indexed by flow id.
+    pub flows: Vec<FlowPlan>,
+    /// The round-trip time of an empty path across the fabric's diameter.
+    pub base_rtt: Nanos,
+}
 
-impl Simulator {
-    /// Builds the fabric and plans the traffic. Fails on a configuration that cannot
-    /// run (an unknown congestion-control name or parameter, a fault on a link that
-    /// does not exist).
-    pub fn new(cfg: SimConfig, registry: Registry) -> Result<Simulator, String> {
+impl Fabric {
+    /// Builds the topology, every NIC and switch, and plans the traffic. Fails on a
+    /// configuration that cannot run (an unknown congestion-control name or
+    /// parameter).
+    pub fn build(cfg: &SimConfig, registry: &Registry) -> Result<Fabric, String> {
         let topo = Topology::build(&cfg.topology);
         let hosts = topo.hosts as usize;
         let host_bps = u64::from(cfg.topology.host_rate_mbps) * 1_000_000;
@@ -190,7 +189,6 @@ impl Simulator {
             .nic
             .window_bytes
             .unwrap_or_else(|| (2 * host_bps * base_rtt / 8 / 1_000_000_000).max(2 * mtu_wire));
-        let mut rng = Rng::new(cfg.seed);
         // Fail early, before any event runs, on a controller that cannot be made.
         registry.create(
             &cfg.nic.cc,
@@ -245,6 +243,36 @@ impl Simulator {
                 )
             })
             .collect();
+        let mut traffic_rng = Rng::fork(cfg.seed, 3);
+        let flows = traffic::plan(&cfg.traffic, topo.hosts, host_bps, &mut traffic_rng);
+        Ok(Fabric {
+            topo,
+            nics,
+            switches,
+            flows,
+            base_rtt,
+        })
+    }
+}
+
+const HOST_PORT: u16 = 0;
+/// Virtual time without any delivery or flow start after which a run without a
+/// duration is declared stuck.
+const STALL_LIMIT: Nanos = 1_000_000_000;
+
+impl Simulator {
+    /// Builds the fabric and plans the traffic. Fails on a configuration that cannot
+    /// run (an unknown congestion-control name or parameter, a fault on a link that
+    /// does not exist).
+    pub fn new(cfg: SimConfig, registry: Registry) -> Result<Simulator, String> {
+        let Fabric {
+            topo,
+            nics,
+            switches,
+            flows,
+            base_rtt,
+        } = Fabric::build(&cfg, &registry)?;
+        let hosts = topo.hosts as usize;
         let egress = (0..topo.node_count())
             .map(|n| {
                 (0..topo.ports[n].len() as u16)
@@ -272,8 +300,6 @@ impl Simulator {
                 ));
             }
         }
-        let mut traffic_rng = Rng::fork(cfg.seed, 3);
-        let flows = traffic::plan(&cfg.traffic, topo.hosts, host_bps, &mut traffic_rng);
         let mut dependents = vec![Vec::new(); flows.len()];
         let mut q = EventQueue::default();
         for f in &flows {
@@ -287,7 +313,9 @@ impl Simulator {
         }
         q.schedule(0, Ev::Sample);
         let runs = (0..flows.len()).map(|_| FlowRun::default()).collect();
-        rng = Rng::fork(rng.next_u64(), 4);
+        // The simulator's own draws (link loss) come after everything the fabric
+        // drew, as they always have, so a seed keeps meaning the same run.
+        let rng = Rng::fork(Rng::new(cfg.seed).next_u64(), 4);
         Ok(Simulator {
             registry,
             nics,
@@ -653,7 +681,26 @@ impl Simulator {
     }
 
     fn report(&self) -> Report {
-        metrics::build_report(self)
+        metrics::build_report(&RunView {
+            cfg: &self.cfg,
+            topo: &self.topo,
+            flows: &self.flows,
+            runs: &self.runs,
+            nics: &self.nics,
+            port_stats: self
+                .switches
+                .iter()
+                .map(|sw| (0..sw.port_count() as u16).map(|p| sw.stats(p)).collect())
+                .collect(),
+            queue_samples: &self.queue_samples,
+            link_drops: self.link_drops,
+            pfc_pauses: self.pfc_pauses,
+            events: self.q.processed(),
+            now: self.q.now(),
+            last_delivery: self.last_delivery,
+            base_rtt: self.base_rtt,
+            cc_trace: &self.cc_trace,
+        })
     }
 }
 
