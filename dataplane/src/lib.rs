@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cc;
+pub mod codec;
 pub mod nic;
 pub mod packet;
 pub mod payload;
