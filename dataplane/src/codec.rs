@@ -68,11 +68,13 @@ impl From<WireError> for DecodeError {
     }
 }
 
-/// A frame read back: the packet, its payload bytes (data packets) and its TTL.
+/// A frame read back: the packet, its payload bytes (data packets), whether the
+/// segment starts its message, and its TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decoded<'a> {
     pub pkt: Packet,
     pub payload: &'a [u8],
+    pub first: bool,
     pub ttl: u8,
 }
 
@@ -237,6 +239,7 @@ pub fn packet_of<'a>(f: &FrameRepr<'a>) -> Result<Decoded<'a>, DecodeError> {
     let (src, dst) = (host(f.l3.ip_src)?, host(f.l3.ip_dst)?);
     let flow = f.bth.dest_qp;
     let mut payload: &[u8] = &[];
+    let mut first = false;
     let mut pkt = match f.body {
         Body::Data { payload: p } => {
             let last = match f.bth.opcode {
@@ -245,6 +248,7 @@ pub fn packet_of<'a>(f: &FrameRepr<'a>) -> Result<Decoded<'a>, DecodeError> {
                 other => return Err(DecodeError::Unsupported { opcode: other.0 }),
             };
             payload = p;
+            first = matches!(f.bth.opcode, Opcode::RC_SEND_FIRST | Opcode::RC_SEND_ONLY);
             let mut pkt = Packet::data(src, dst, flow, f.bth.psn, p.len() as u32);
             pkt.last = last;
             if let Some(stack) = &f.int {
@@ -288,6 +292,7 @@ pub fn packet_of<'a>(f: &FrameRepr<'a>) -> Result<Decoded<'a>, DecodeError> {
     Ok(Decoded {
         pkt,
         payload,
+        first,
         ttl: f.l3.ttl,
     })
 }
@@ -322,6 +327,9 @@ mod tests {
         let d = decode(&buf[..n]).unwrap();
         assert_eq!(d.payload, payload);
         assert_eq!(d.ttl, TTL);
+        if pkt.kind == Kind::Data {
+            assert_eq!(d.first, first);
+        }
         d.pkt
     }
 

@@ -1,12 +1,36 @@
 //! fablab's network-namespace testbeds.
 //!
-//! Owns the naming rules for everything fablab creates in the kernel: every
-//! namespace, link and program carries the [`PREFIX`] so that `fablab testbed gc` can
-//! find and remove leftovers without touching anything else. Building testbeds
-//! (namespaces, veth pairs, addresses, routes through netlink) arrives with the emu
-//! datapath.
+//! Owns every kernel object fablab creates for its emulated fabrics: network
+//! namespaces (bind mounts under `/run/netns`), veth pairs, their addresses, routes,
+//! neighbour entries, offload settings and per-namespace sysctls. Every such object is
+//! named with the [`PREFIX`] `fl-`, and this crate never creates, changes or deletes a
+//! kernel object whose name lacks it: [`gc`] removes leftovers by prefix alone, so
+//! anything else on the machine (other namespaces, the root namespace's links and
+//! sysctls) stays untouched.
+//!
+//! - Naming: [`Naming`] and the free functions below ([`host_ns`], [`switch_port`], ...).
+//! - [`Plan`]: what a [`Topology`](fablab_dataplane::sim::topology::Topology) becomes
+//!   in the kernel, computed without touching the OS.
+//! - [`Testbed`]: builds a plan through netlink (the `rtnetlink` crate) and tears it
+//!   down; [`in_netns`] runs code inside one of its namespaces.
+//! - [`gc`], [`list`], [`inspect`], [`offloads`]: cleanup and read-back.
+//!
+//! Everything that touches the kernel needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
 
-use thiserror::Error;
+mod error;
+mod ethtool;
+mod netns;
+mod plan;
+mod testbed;
+
+pub use error::Error;
+pub use ethtool::{offloads, Offloads};
+pub use netns::{has_privileges, in_netns, require_privileges, NETNS_DIR};
+pub use plan::{Endpoint, NodePlan, Plan, VethPlan};
+pub use testbed::{
+    gc, gc_prefixed, inspect, list, list_prefixed, AddrState, GcReport, Inventory, LinkState,
+    NeighState, NsState, RouteState, Testbed,
+};
 
 /// Prefix of every kernel object fablab creates.
 pub const PREFIX: &str = "fl-";
@@ -14,7 +38,8 @@ pub const PREFIX: &str = "fl-";
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+/// Why a name is not one fablab may create.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("`{0}` does not start with the fablab prefix `fl-`")]
     NoPrefix(String),
@@ -22,7 +47,12 @@ pub enum NameError {
     TooLong { name: String, len: usize },
     #[error("`{0}` has characters other than ASCII letters, digits, '-' and '_'")]
     BadChar(String),
+    #[error("testbed tag `{0}` must be 1 to {TAG_MAX} lowercase ASCII letters or digits")]
+    BadTag(String),
 }
+
+/// Longest tag [`Naming::tagged`] accepts.
+pub const TAG_MAX: usize = 8;
 
 /// True if `name` is one of fablab's objects.
 pub fn is_ours(name: &str) -> bool {
@@ -49,19 +79,84 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// How one testbed names its objects: [`PREFIX`], then an optional tag and `-`.
+///
+/// Untagged names are `fl-h3`, `fl-s0p2`; with tag `t1` they are `fl-t1-h3`,
+/// `fl-t1-s0p2`. Testbeds with different tags never collide, and
+/// [`gc_prefixed`]`(naming.prefix())` removes one testbed's leftovers only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naming {
+    prefix: String,
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Naming {
+            prefix: PREFIX.into(),
+        }
+    }
+}
+
+impl Naming {
+    /// Names that start with `fl-<tag>-`.
+    pub fn tagged(tag: &str) -> Result<Naming, NameError> {
+        if tag.is_empty()
+            || tag.len() > TAG_MAX
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(NameError::BadTag(tag.into()));
+        }
+        Ok(Naming {
+            prefix: format!("{PREFIX}{tag}-"),
+        })
+    }
+
+    /// What every name starts with: `fl-` or `fl-<tag>-`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The namespace of host `i`: `fl-h<i>`.
+    pub fn host_ns(&self, i: u32) -> String {
+        format!("{}h{i}", self.prefix)
+    }
+
+    /// The namespace of switch `i` (node `hosts + i`): `fl-s<i>`.
+    pub fn switch_ns(&self, i: u32) -> String {
+        format!("{}s{i}", self.prefix)
+    }
+
+    /// Host `i`'s interface (its end of the veth to its switch): `fl-h<i>p0`.
+    pub fn host_if(&self, i: u32) -> String {
+        format!("{}h{i}p0", self.prefix)
+    }
+
+    /// The veth end in switch `sw` for its port `port`: `fl-s<sw>p<port>`.
+    pub fn switch_port(&self, sw: u32, port: u32) -> String {
+        format!("{}s{sw}p{port}", self.prefix)
+    }
+}
+
 /// The namespace of host `i`: `fl-h<i>`.
 pub fn host_ns(i: u32) -> String {
-    format!("{PREFIX}h{i}")
+    Naming::default().host_ns(i)
 }
 
 /// The namespace of switch `i`: `fl-s<i>`.
 pub fn switch_ns(i: u32) -> String {
-    format!("{PREFIX}s{i}")
+    Naming::default().switch_ns(i)
+}
+
+/// Host `i`'s interface: `fl-h<i>p0`.
+pub fn host_if(i: u32) -> String {
+    Naming::default().host_if(i)
 }
 
 /// The veth end in switch `sw` for its port `port`: `fl-s<sw>p<port>`.
 pub fn switch_port(sw: u32, port: u32) -> String {
-    format!("{PREFIX}s{sw}p{port}")
+    Naming::default().switch_port(sw, port)
 }
 
 #[cfg(test)]
@@ -80,6 +175,22 @@ mod tests {
             }
         }
         check_name(&switch_ns(319)).unwrap();
+        check_name(&host_if(1023)).unwrap();
+    }
+
+    #[test]
+    fn tagged_names_carry_the_tag_after_the_prefix() {
+        let n = Naming::tagged("t1").unwrap();
+        assert_eq!(n.prefix(), "fl-t1-");
+        assert_eq!(n.host_ns(3), "fl-t1-h3");
+        assert_eq!(n.host_if(3), "fl-t1-h3p0");
+        assert_eq!(n.switch_ns(0), "fl-t1-s0");
+        assert_eq!(n.switch_port(0, 2), "fl-t1-s0p2");
+        assert_eq!(Naming::default().host_if(7), "fl-h7p0");
+        assert_eq!(switch_port(1, 4), "fl-s1p4");
+        for bad in ["", "A", "a-b", "toolongtag"] {
+            assert_eq!(Naming::tagged(bad), Err(NameError::BadTag(bad.into())));
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@ use std::io::IsTerminal as _;
 
 use fablab_dataplane::cc::Registry;
 
+use anyhow::Context as _;
+
+use crate::emu;
 use crate::frames;
 use crate::run;
 use crate::scenario::Scenario;
@@ -47,6 +50,16 @@ enum Mode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Io {
+    /// AF_XDP where available, else AF_PACKET.
+    Auto,
+    /// AF_XDP sockets in copy mode (not built yet: see `fablab version`).
+    Afxdp,
+    /// AF_PACKET sockets with memory-mapped rings.
+    Afpacket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Trace {
     /// Congestion-control decisions (DIR/cc_trace.csv).
     Cc,
@@ -74,6 +87,14 @@ enum Command {
         /// window and rate with the signal that caused it.
         #[arg(long, value_enum, value_name = "WHAT")]
         trace: Vec<Trace>,
+        /// emu: packet I/O backend. `auto` takes AF_XDP where it is available and
+        /// falls back to AF_PACKET, saying why.
+        #[arg(long, value_enum, default_value_t = Io::Auto)]
+        io: Io,
+        /// emu: write what the datapath saw on a port to DIR/pcap/<interface>.pcap:
+        /// an interface (fl-s0p1), a switch port (leaf0:1) or `all`.
+        #[arg(long, value_name = "PORT_OR_ALL")]
+        pcap: Option<String>,
     },
     /// Run variants of a scenario and print one table, a row per variant.
     Compare {
@@ -102,12 +123,27 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TestbedAction {
-    /// Build a scenario's fabric as fl- namespaces and veths, and leave it running.
-    Up { scenario: PathBuf },
-    /// Remove the testbed `up` built.
+    /// Build a scenario's fabric as fl- namespaces and veths and leave it running:
+    /// a background process runs its switches (log: /run/fl-testbed.log), so
+    /// `ip netns exec fl-h0 ping 10.1.0.1` crosses the fabric.
+    Up {
+        scenario: PathBuf,
+        /// Override a scenario key (repeatable), as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Stop the testbed's switches and remove every fl- namespace and link.
     Down,
-    /// Remove every fl- namespace, link and program a crashed run left behind.
+    /// Remove every fl- namespace and link (and a leftover switch process) that a
+    /// crashed or killed run left behind.
     Gc,
+    /// Run the switches of a testbed built by `up` until SIGTERM (started by `up`).
+    #[command(hide = true)]
+    Serve {
+        scenario: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,23 +220,58 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             out,
             sets,
             trace,
+            io,
+            pcap,
         } => {
             let s = load(&scenario, &sets, seed, registry)?;
-            match mode {
-                Mode::Emu => return Ok(not_available("--mode emu", "the emu datapath (issue 5)")),
-                Mode::Xdp => return Ok(not_available("--mode xdp", "the XDP datapath (issue 6)")),
-                Mode::Sim => {}
+            if mode == Mode::Xdp {
+                return Ok(not_available("--mode xdp", "the XDP datapath (issue 6)"));
+            }
+            if mode == Mode::Sim && pcap.is_some() {
+                anyhow::bail!("--pcap captures real frames: it needs --mode emu");
             }
             let mut cfg = run::sim_config(&s, &scenario)?;
             cfg.trace_cc = trace.contains(&Trace::Cc);
-            let result = run::run_sim(
-                &scenario,
-                cfg,
-                registry.clone(),
-                std::io::stderr().is_terminal(),
-            )?;
-            let doc = run::results_json(&s, &scenario, "sim", &result);
             let dir = out.unwrap_or_else(|| run::default_out_dir(&s.name));
+            let (result, doc, interrupted) = if mode == Mode::Emu {
+                let backend = match io {
+                    Io::Afpacket => emu::session::IoBackend::AfPacket,
+                    Io::Afxdp => anyhow::bail!(
+                        "--io afxdp: the AF_XDP backend is not built yet; use --io afpacket"
+                    ),
+                    Io::Auto => {
+                        tracing::info!(
+                            "packet I/O: AF_PACKET (the AF_XDP backend is not built yet)"
+                        );
+                        emu::session::IoBackend::AfPacket
+                    }
+                };
+                let capture = pcap.map(|which| emu::Capture {
+                    dir: dir.join("pcap"),
+                    which,
+                });
+                let e = emu::session::run_emu(&cfg, registry, capture.as_ref(), backend)
+                    .with_context(|| format!("{}: --mode emu", scenario.display()))?;
+                let result = run::SimRun {
+                    report: e.report.clone(),
+                    wall: e.wall,
+                };
+                let mut doc = run::results_json(&s, &scenario, "emu", &result);
+                doc["emu"] = run::emu_json(&e);
+                for p in &e.pcaps {
+                    eprintln!("  capture     {}", p.display());
+                }
+                (result, doc, e.interrupted)
+            } else {
+                let result = run::run_sim(
+                    &scenario,
+                    cfg,
+                    registry.clone(),
+                    std::io::stderr().is_terminal(),
+                )?;
+                let doc = run::results_json(&s, &scenario, "sim", &result);
+                (result, doc, false)
+            };
             let path = run::write_results(&dir, &doc)?;
             println!("{}", run::summary(&s, &result));
             println!("  results     {}", path.display());
@@ -211,6 +282,10 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                     t.display(),
                     result.report.cc_trace.len()
                 );
+            }
+            if interrupted {
+                eprintln!("interrupted: the testbed was removed; results cover the run so far");
+                return Ok(ExitCode::from(130));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -244,12 +319,60 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Testbed { action } => {
-            let what = match action {
-                TestbedAction::Up { .. } => "fablab testbed up",
-                TestbedAction::Down => "fablab testbed down",
-                TestbedAction::Gc => "fablab testbed gc",
-            };
-            Ok(not_available(what, "the emu datapath (issue 5)"))
+            match action {
+                TestbedAction::Up { scenario, sets } => {
+                    let s = load(&scenario, &sets, None, registry)?;
+                    let cfg = run::sim_config(&s, &scenario)?;
+                    let mut args: Vec<String> = vec![
+                        "testbed".into(),
+                        "serve".into(),
+                        scenario.display().to_string(),
+                    ];
+                    for kv in &sets {
+                        args.push("--set".into());
+                        args.push(kv.clone());
+                    }
+                    let (plan, pid) = emu::session::testbed_up(&cfg, &args)?;
+                    println!(
+                        "testbed {} is up: {} namespaces, {} veth pairs; switches run in process {pid} (log {})",
+                        s.name,
+                        plan.nodes.len(),
+                        plan.veths.len(),
+                        emu::session::SERVE_LOG_FILE
+                    );
+                    for n in plan.nodes.iter().filter(|n| n.is_host()) {
+                        if let Some(ip) = n.ip {
+                            println!("  {:<6} {:<10} {}", n.label, n.ns, ip);
+                        }
+                    }
+                    println!(
+                        "try: ip netns exec {} ping -c 3 {}",
+                        plan.nodes[0].ns,
+                        plan.nodes
+                            .iter()
+                            .rev()
+                            .find_map(|n| n.ip)
+                            .map(|ip| ip.to_string())
+                            .unwrap_or_default()
+                    );
+                    println!("remove it with: fablab testbed down");
+                }
+                TestbedAction::Serve { scenario, sets } => {
+                    let s = load(&scenario, &sets, None, registry)?;
+                    let cfg = run::sim_config(&s, &scenario)?;
+                    emu::session::testbed_serve(&cfg, registry)?;
+                }
+                TestbedAction::Down | TestbedAction::Gc => {
+                    let removed = emu::session::testbed_down()?;
+                    if removed.is_empty() {
+                        println!("nothing to remove: no fl- namespace, link or switch process");
+                    }
+                    for r in removed {
+                        println!("removed {r}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Frames { action } => {
             match action {
@@ -270,7 +393,7 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
         }
         Command::Version => {
             println!("fablab {}", env!("CARGO_PKG_VERSION"));
-            println!("modes: sim; emu arrives with issue 5, xdp with issue 6");
+            println!("modes: sim, emu (AF_PACKET; AF_XDP not built yet); xdp arrives with issue 6");
             println!(
                 "congestion control: {}",
                 registry.names().collect::<Vec<_>>().join(", ")

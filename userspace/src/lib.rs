@@ -3,7 +3,9 @@
 //! per-packet logic lives in `fablab-dataplane`.
 
 pub mod cli;
+pub mod emu;
 pub mod frames;
+pub mod io;
 pub mod pcap;
 pub mod run;
 pub mod scenario;

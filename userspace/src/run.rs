@@ -307,6 +307,32 @@ pub fn results_json(s: &Scenario, scenario_path: &Path, mode: &str, run: &SimRun
     doc
 }
 
+/// The emu-only part of results.json: frames dropped outside the dataplane's queues
+/// by reason, and every port's packet I/O counters.
+pub fn emu_json(e: &crate::emu::EmuRun) -> Value {
+    let io: serde_json::Map<String, Value> =
+        e.io.iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    json!({
+                        "rx_frames": s.rx_frames,
+                        "tx_frames": s.tx_frames,
+                        "rx_kernel_drops": s.rx_kernel_drops,
+                        "rx_truncated": s.rx_truncated,
+                        "tx_errors": s.tx_errors,
+                    }),
+                )
+            })
+            .collect();
+    json!({
+        "interrupted": e.interrupted,
+        "switch_rx_dropped": e.drops.switch,
+        "host_rx_dropped": e.drops.host,
+        "io": io,
+    })
+}
+
 /// The human summary of a run.
 pub fn summary(s: &Scenario, run: &SimRun) -> String {
     let r = &run.report;

@@ -1,0 +1,996 @@
+//! The emu datapath: the dataplane's switches and NICs on real interfaces, on the
+//! wall clock.
+//!
+//! One thread drives a whole fabric. Every switch port and every host NIC is one veth
+//! end in its own network namespace (built by `fablab-testbed`), read and written
+//! through a [`PacketIo`] backend. Frames really cross the kernel between nodes; the
+//! per-packet decisions are made by the same [`Switch`] and [`Nic`] state machines
+//! the simulator runs, fed with wall-clock time.
+//!
+//! The kernel has no netem here, so links are emulated in this driver, at the
+//! sending end of every link, exactly where the simulator models them: a switch
+//! port's egress queue (the dataplane's) is drained at the link's rate by a pacer
+//! (`busy_until`), then each frame waits in a delay line for the propagation delay
+//! (and is dropped with the link's loss probability) before it is written to the
+//! veth. Queue depth, ECN marks, PFC and INT occupancy therefore mean what they mean
+//! in sim. PFC pause and resume are signalled inside this process (the peer's port
+//! stops after the link delay's worth of time), not as 802.1Qbb frames.
+//!
+//! Switches also forward frames that are not fablab's: any IPv4 packet to a fabric
+//! host goes out by longest-prefix match (the host's /32) over the same equal-cost
+//! ports, with the scenario's load-balancing policy, through the same queues. Frames
+//! that are neither (not IPv4, a bad IPv4 header, a malformed RoCEv2 frame) are
+//! dropped and counted by reason; nothing a host sends can stop a switch.
+//!
+//! Every data payload a NIC receives is compared with the flow's pattern at its
+//! offset before the NIC sees the packet, so `delivered_digest` (computed from the
+//! pattern over the in-order prefix the NIC delivered) is the digest of the bytes
+//! that really arrived.
+
+pub mod link;
+pub mod session;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fablab_dataplane::cc::Registry;
+use fablab_dataplane::codec::{self, DecodeError};
+use fablab_dataplane::nic::NicEvent;
+use fablab_dataplane::packet::{FlowId, Kind, Nanos, Packet};
+use fablab_dataplane::payload;
+use fablab_dataplane::rng::Rng;
+use fablab_dataplane::sim::metrics::{self, FlowRun, Report, RunView, SampleCounts};
+use fablab_dataplane::sim::topology::PortRef;
+use fablab_dataplane::sim::{Fabric, FaultKind, SimConfig};
+use fablab_dataplane::switch::{SwitchEvent, Verdict};
+use fablab_dataplane::wire::addr::{host_of_ip, port_mac};
+use fablab_dataplane::wire::frame::OVERHEAD;
+use fablab_dataplane::wire::{Problem, U24_MASK};
+
+use crate::io::PacketIo;
+use crate::pcap::PcapSink;
+use link::{Classified, FramePool, BUF_LEN};
+
+/// Frames read from one port per turn of the loop.
+const RX_BATCH: usize = 64;
+/// How late a pacer may start a frame and still count it as starting on time (the
+/// loop's own latency; beyond this an idle link simply starts now).
+const PACER_SLACK: Nanos = 20_000;
+/// Wall time without any delivery or flow start after which an unbounded run is
+/// declared stuck.
+const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// Sleep in `poll(2)` only when nothing is due sooner than this.
+const SLEEP_THRESHOLD: Nanos = 200_000;
+
+/// Opens the I/O of one port: called with the namespace, the interface and the node
+/// and port it serves.
+pub type OpenPort<'a> = dyn FnMut(&str, &str) -> anyhow::Result<Box<dyn PacketIo>> + 'a;
+
+/// One port of the fabric as the emu sees it.
+#[derive(Debug, Clone)]
+pub struct PortSpec {
+    pub node: u32,
+    pub port: u16,
+    pub netns: String,
+    pub ifname: String,
+}
+
+/// What to capture: every port, or the ports whose interface or `node:port` name
+/// matches.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub dir: PathBuf,
+    pub which: String,
+}
+
+/// Frames dropped outside the dataplane's queues, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// At switches: frames that were not forwardable, by reason.
+    pub switch: BTreeMap<String, u64>,
+    /// At host NICs: frames that were not a fablab packet for this host, by reason.
+    pub host: BTreeMap<String, u64>,
+}
+
+impl Drops {
+    fn count(map: &mut BTreeMap<String, u64>, reason: &str) {
+        match map.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => {
+                map.insert(reason.to_string(), 1);
+            }
+        }
+    }
+}
+
+/// A finished emu run.
+#[derive(Debug)]
+pub struct EmuRun {
+    pub report: Report,
+    pub wall: Duration,
+    pub drops: Drops,
+    /// Frames each port's backend received and sent, and what its kernel dropped.
+    pub io: Vec<(String, crate::io::IoStats)>,
+    /// Set when the run was stopped by Ctrl-C / SIGTERM before it finished.
+    pub interrupted: bool,
+    /// Captures written.
+    pub pcaps: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+struct Egress {
+    node: u32,
+    port: u16,
+    peer: PortRef,
+    rate_mbps: u32,
+    base_rate_mbps: u32,
+    delay: Nanos,
+    loss: f64,
+    up: bool,
+    /// Hosts only: the switch asked this NIC to pause (PFC).
+    paused: bool,
+    /// When the frame being serialized has left.
+    busy_until: Nanos,
+    /// Serialized frames waiting out the propagation delay: (due, buffer).
+    line: VecDeque<(Nanos, u32)>,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+}
+
+/// What a switch keeps about a queued frame.
+#[derive(Debug, Clone, Copy)]
+enum Stored {
+    /// A fablab frame, decoded (the switch may have set CE and INT on it).
+    Fablab { pkt: Packet, first: bool, ttl: u8 },
+    /// Any other IPv4 packet; `pkt` is the stand-in the switch queued.
+    Plain { pkt: Packet },
+}
+
+/// A pause or resume travelling to a port.
+#[derive(Debug, Clone, Copy)]
+struct PfcSignal {
+    at: Nanos,
+    node: u32,
+    port: u16,
+    pause: bool,
+}
+
+/// The running emu.
+struct Emu<'a> {
+    cfg: &'a SimConfig,
+    registry: &'a Registry,
+    fab: Fabric,
+    start: Instant,
+    ports: Vec<PortSpec>,
+    /// Index of node n's port p in `ports`/`io`/`egress`: `first_port[n] + p`.
+    first_port: Vec<usize>,
+    io: Vec<Box<dyn PacketIo>>,
+    egress: Vec<Egress>,
+    pool: FramePool,
+    stored: Vec<Option<Stored>>,
+    scratch: Vec<u8>,
+    payload: Vec<u8>,
+    rx: Vec<u32>,
+    runs: Vec<FlowRun>,
+    dependents: Vec<Vec<FlowId>>,
+    pending_starts: VecDeque<(Nanos, FlowId)>,
+    tx_index: Vec<u64>,
+    rx_index: Vec<u64>,
+    pfc: VecDeque<PfcSignal>,
+    faults_applied: usize,
+    rng: Rng,
+    queue_samples: SampleCounts,
+    next_sample: Nanos,
+    link_drops: u64,
+    pfc_pauses: u64,
+    frames: u64,
+    finished: usize,
+    last_delivery: Nanos,
+    last_progress: Instant,
+    cc_trace: Vec<(FlowId, fablab_dataplane::nic::sender::CcChange)>,
+    drops: Drops,
+    pcap: Vec<Option<PcapSink<std::io::BufWriter<std::fs::File>>>>,
+    pcap_paths: Vec<PathBuf>,
+    pollfds: Vec<libc::pollfd>,
+}
+
+/// Sleeps until one of `fds` is readable or `timeout_ms` milliseconds pass.
+fn wait_readable(fds: &mut [libc::pollfd], timeout_ms: i32) -> std::io::Result<()> {
+    // SAFETY: `fds` is a valid, initialized array of `pollfd` that lives for the whole
+    // call; poll(2) writes only the `revents` fields inside it.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Hands a port's queued frames to the kernel; a kernel that takes only some for now
+/// keeps the rest queued for the next turn.
+fn flush(io: &mut dyn PacketIo) -> anyhow::Result<()> {
+    match io.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+            Err(e).with_context(|| format!("sending on {}", io.name()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The nanoseconds since `start`.
+fn since(start: Instant) -> Nanos {
+    start.elapsed().as_nanos() as Nanos
+}
+
+/// The counter a frame that is not a fablab packet is dropped under: the header and
+/// field at fault and what was wrong, without the values (so counts add up).
+fn decode_reason(e: &DecodeError) -> String {
+    match e {
+        DecodeError::Wire(w) => {
+            let what = match w.problem {
+                Problem::Truncated { .. } => "truncated",
+                Problem::BadValue { .. } => "bad value",
+                Problem::Mismatch { .. } => "checksum mismatch",
+            };
+            format!("{} `{}`: {what}", w.header, w.field)
+        }
+        DecodeError::Address { .. } => "IPv4 address outside the fabric".into(),
+        DecodeError::Unsupported { .. } => "RoCEv2 opcode fablab does not send".into(),
+    }
+}
+
+/// The 64-bit packet index a 24-bit PSN stands for, nearest to `near`.
+fn unwrap_psn(near: u64, psn: u32) -> u64 {
+    let span = u64::from(U24_MASK) + 1;
+    let base = near & !u64::from(U24_MASK);
+    let cand = base | u64::from(psn);
+    [cand.wrapping_sub(span), cand, cand + span]
+        .into_iter()
+        .min_by_key(|&c| c.abs_diff(near))
+        .unwrap_or(cand)
+}
+
+/// Runs `cfg`'s traffic over the ports `open_port` opens. `ports` lists every port of
+/// the fabric (every host's port 0 and every switch port) in node order.
+pub fn run(
+    cfg: &SimConfig,
+    registry: &Registry,
+    ports: Vec<PortSpec>,
+    open_port: &mut OpenPort<'_>,
+    capture: Option<&Capture>,
+    stop: Arc<AtomicBool>,
+    serve: bool,
+) -> anyhow::Result<EmuRun> {
+    let mut fab = Fabric::build(cfg, registry).map_err(|e| anyhow::anyhow!(e))?;
+    if serve {
+        // Serving a testbed: the hosts' own programs make the traffic.
+        fab.flows.clear();
+    }
+    let topo = &fab.topo;
+    let mut first_port = Vec::with_capacity(topo.node_count());
+    let mut n = 0;
+    for node in 0..topo.node_count() {
+        first_port.push(n);
+        n += topo.ports[node].len();
+    }
+    anyhow::ensure!(
+        ports.len() == n,
+        "the testbed has {} ports, the topology {}",
+        ports.len(),
+        n
+    );
+    let mut io = Vec::with_capacity(n);
+    let mut egress = Vec::with_capacity(n);
+    let mut pcap = Vec::with_capacity(n);
+    let mut pcap_paths = Vec::new();
+    for (i, ps) in ports.iter().enumerate() {
+        let (node, port) = (ps.node, ps.port);
+        anyhow::ensure!(
+            first_port[node as usize] + usize::from(port) == i,
+            "testbed port {} ({}) is out of node order",
+            i,
+            ps.ifname
+        );
+        io.push(
+            open_port(&ps.netns, &ps.ifname)
+                .with_context(|| format!("opening {} in {}", ps.ifname, ps.netns))?,
+        );
+        let l = &topo.links[topo.ports[node as usize][usize::from(port)]];
+        let peer = topo.peer(node, port);
+        egress.push(Egress {
+            node,
+            port,
+            peer,
+            rate_mbps: l.rate_mbps,
+            base_rate_mbps: l.rate_mbps,
+            delay: l.delay,
+            loss: 0.0,
+            up: true,
+            paused: false,
+            busy_until: 0,
+            line: VecDeque::with_capacity(1024),
+            src_mac: port_mac(node, port),
+            dst_mac: port_mac(peer.node, peer.port),
+        });
+        let name = format!("{}:{}", topo.names[node as usize], port);
+        let wanted =
+            capture.filter(|c| c.which == "all" || c.which == ps.ifname || c.which == name);
+        match wanted {
+            Some(c) => {
+                std::fs::create_dir_all(&c.dir)
+                    .with_context(|| format!("creating {}", c.dir.display()))?;
+                let path = c.dir.join(format!("{}.pcap", ps.ifname));
+                pcap.push(Some(PcapSink::create(&path)?));
+                pcap_paths.push(path);
+            }
+            None => pcap.push(None),
+        }
+    }
+    if let Some(c) = capture {
+        anyhow::ensure!(
+            !pcap_paths.is_empty(),
+            "--pcap {}: no such port; name an interface (fl-s0p1), a switch port (leaf0:1) or `all`",
+            c.which
+        );
+    }
+    let flows = fab.flows.len();
+    let mut dependents = vec![Vec::new(); flows];
+    let mut starts = Vec::new();
+    for f in &fab.flows {
+        anyhow::ensure!(
+            f.id <= U24_MASK,
+            "flow {} does not fit a 24-bit queue pair number",
+            f.id
+        );
+        match f.after {
+            Some(a) => dependents[a as usize].push(f.id),
+            None => starts.push((f.start, f.id)),
+        }
+    }
+    starts.sort();
+    let pool = FramePool::new(8192);
+    let stored = vec![None; pool.capacity()];
+    let mut emu = Emu {
+        cfg,
+        registry,
+        start: Instant::now(),
+        ports,
+        first_port,
+        io,
+        egress,
+        stored,
+        pool,
+        scratch: vec![0; BUF_LEN],
+        payload: vec![0; BUF_LEN],
+        rx: Vec::with_capacity(RX_BATCH),
+        runs: (0..flows).map(|_| FlowRun::default()).collect(),
+        dependents,
+        pending_starts: starts.into(),
+        tx_index: vec![0; flows],
+        rx_index: vec![0; flows],
+        pfc: VecDeque::new(),
+        faults_applied: 0,
+        rng: Rng::fork(cfg.seed, 5),
+        queue_samples: SampleCounts::default(),
+        next_sample: 0,
+        link_drops: 0,
+        pfc_pauses: 0,
+        frames: 0,
+        finished: 0,
+        last_delivery: 0,
+        last_progress: Instant::now(),
+        cc_trace: Vec::new(),
+        drops: Drops::default(),
+        pcap,
+        pcap_paths,
+        pollfds: Vec::new(),
+        fab,
+    };
+    emu.pollfds = emu
+        .io
+        .iter()
+        .map(|io| libc::pollfd {
+            fd: io.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    if serve {
+        std::fs::write(session::SERVE_READY_FILE, std::process::id().to_string())
+            .with_context(|| format!("writing {}", session::SERVE_READY_FILE))?;
+    }
+    let interrupted = emu.run_loop(&stop, serve)?;
+    let wall = emu.start.elapsed();
+    for sink in emu.pcap.iter_mut() {
+        if let Some(s) = sink.take() {
+            s.finish()?;
+        }
+    }
+    let report = emu.report();
+    Ok(EmuRun {
+        report,
+        wall,
+        io: emu
+            .ports
+            .iter()
+            .zip(&emu.io)
+            .map(|(p, io)| (p.ifname.clone(), io.stats()))
+            .collect(),
+        drops: emu.drops,
+        interrupted,
+        pcaps: emu.pcap_paths,
+    })
+}
+
+impl Emu<'_> {
+    fn now(&self) -> Nanos {
+        since(self.start)
+    }
+
+    fn is_host(&self, node: u32) -> bool {
+        self.fab.topo.is_host(node)
+    }
+
+    fn idx(&self, node: u32, port: u16) -> usize {
+        self.first_port[node as usize] + usize::from(port)
+    }
+
+    /// Returns whether the run was interrupted. With `serve` it runs until stopped,
+    /// forwarding whatever the hosts send (`fablab testbed up`).
+    fn run_loop(&mut self, stop: &AtomicBool, serve: bool) -> anyhow::Result<bool> {
+        self.start = Instant::now();
+        self.last_progress = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(!serve);
+            }
+            if serve {
+                self.last_progress = Instant::now();
+            }
+            let now = self.now();
+            if self.cfg.duration.is_some_and(|d| now >= d) {
+                return Ok(false);
+            }
+            if !serve && self.cfg.duration.is_none() && self.finished == self.runs.len() {
+                return Ok(false);
+            }
+            if self.cfg.duration.is_none() && self.last_progress.elapsed() > STALL_LIMIT {
+                tracing::warn!(
+                    "no flow made progress for {} s; stopping with {} of {} flows finished",
+                    STALL_LIMIT.as_secs(),
+                    self.finished,
+                    self.runs.len()
+                );
+                return Ok(false);
+            }
+            let mut busy = false;
+            for i in 0..self.io.len() {
+                busy |= self.receive(i)?;
+            }
+            let now = self.now();
+            self.start_due_flows(now);
+            self.apply_due_faults(now);
+            self.deliver_pfc(now);
+            for h in 0..self.fab.topo.hosts {
+                let nic = &mut self.fab.nics[h as usize];
+                if nic.poll_timeout().is_some_and(|t| t <= now) {
+                    nic.handle_timeout(now);
+                    self.drain_nic(h, now);
+                }
+            }
+            for i in 0..self.egress.len() {
+                busy |= self.pump(i, now)?;
+            }
+            for io in &mut self.io {
+                flush(&mut **io)?;
+            }
+            if now >= self.next_sample {
+                for sw in &self.fab.switches {
+                    for p in 0..sw.port_count() as u16 {
+                        self.queue_samples.record(sw.queue_bytes(p));
+                    }
+                }
+                self.next_sample = now + self.cfg.queue_sample_interval.max(1_000);
+            }
+            if !busy {
+                self.idle(now)?;
+            }
+        }
+    }
+
+    /// Waits for the next thing to do: sleeps in `poll(2)` when nothing is due soon,
+    /// spins (yielding the core) otherwise.
+    fn idle(&mut self, now: Nanos) -> anyhow::Result<()> {
+        let mut next = Nanos::MAX;
+        for e in &self.egress {
+            if let Some(&(due, _)) = e.line.front() {
+                next = next.min(due);
+            }
+        }
+        for nic in &self.fab.nics {
+            if let Some(t) = nic.poll_timeout() {
+                next = next.min(t);
+            }
+        }
+        if let Some(&(t, _)) = self.pending_starts.front() {
+            next = next.min(t);
+        }
+        if let Some(s) = self.pfc.front() {
+            next = next.min(s.at);
+        }
+        next = next.min(self.next_sample.max(now + SLEEP_THRESHOLD));
+        if let Some(d) = self.cfg.duration {
+            next = next.min(d);
+        }
+        // Queued frames waiting for their pacer.
+        for (i, e) in self.egress.iter().enumerate() {
+            if !self.is_host(e.node) {
+                let s = (e.node - self.fab.topo.hosts) as usize;
+                if self.fab.switches[s].queue_bytes(e.port) > 0 {
+                    next = next.min(e.busy_until);
+                }
+            } else if i == self.idx(e.node, 0) {
+                next = next.min(e.busy_until.max(now));
+            }
+        }
+        if next > now + SLEEP_THRESHOLD {
+            let ms = ((next - now) / 1_000_000).clamp(1, 10) as i32;
+            wait_readable(&mut self.pollfds, ms)?;
+        } else {
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+
+    fn start_due_flows(&mut self, now: Nanos) {
+        while let Some(&(t, flow)) = self.pending_starts.front() {
+            if t > now {
+                break;
+            }
+            self.pending_starts.pop_front();
+            let f = self.fab.flows[flow as usize];
+            self.runs[flow as usize].started = Some(now);
+            self.last_progress = Instant::now();
+            let spec = fablab_dataplane::nic::sender::FlowSpec {
+                flow: f.id,
+                src: f.src,
+                dst: f.dst,
+                bytes: f.bytes,
+            };
+            self.fab.nics[f.src as usize]
+                .start_flow(now, spec, self.registry)
+                .expect("congestion control was validated when the fabric was built");
+        }
+    }
+
+    fn apply_due_faults(&mut self, now: Nanos) {
+        while let Some(f) = self.cfg.faults.get(self.faults_applied) {
+            if f.at > now {
+                break;
+            }
+            self.faults_applied += 1;
+            let Some(l) = self.fab.topo.link_between(&f.link.0, &f.link.1) else {
+                continue;
+            };
+            let link = self.fab.topo.links[l].clone();
+            for end in [link.a, link.b] {
+                let i = self.idx(end.node, end.port);
+                let e = &mut self.egress[i];
+                match f.kind {
+                    FaultKind::Down => e.up = false,
+                    FaultKind::Up => e.up = true,
+                    FaultKind::Loss(p) => e.loss = p,
+                    FaultKind::Rate(x) => {
+                        e.rate_mbps = ((f64::from(e.base_rate_mbps) * x) as u32).max(1)
+                    }
+                }
+                let (up, rate) = (e.up, e.rate_mbps);
+                if !self.fab.topo.is_host(end.node) {
+                    let s = (end.node - self.fab.topo.hosts) as usize;
+                    let mut lost = Vec::new();
+                    self.fab.switches[s].set_port_up(end.port, up, &mut lost);
+                    self.fab.switches[s].set_port_rate(end.port, rate);
+                    self.link_drops += lost.len() as u64;
+                    for b in lost {
+                        self.free(b);
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver_pfc(&mut self, now: Nanos) {
+        while let Some(s) = self.pfc.front().copied() {
+            if s.at > now {
+                break;
+            }
+            self.pfc.pop_front();
+            if self.is_host(s.node) {
+                let i = self.idx(s.node, s.port);
+                self.egress[i].paused = s.pause;
+            } else {
+                let sw = (s.node - self.fab.topo.hosts) as usize;
+                self.fab.switches[sw].handle_pause(s.port, s.pause);
+            }
+        }
+    }
+
+    fn free(&mut self, b: u32) {
+        self.stored[b as usize] = None;
+        self.pool.free(b);
+    }
+
+    /// Reads a batch from port `i` and hands every frame to its node. Returns whether
+    /// anything arrived.
+    fn receive(&mut self, i: usize) -> anyhow::Result<bool> {
+        let now = self.now();
+        let Emu {
+            io, pool, rx, pcap, ..
+        } = self;
+        rx.clear();
+        let mut exhausted = 0u64;
+        io[i].recv(RX_BATCH, &mut |frame: &[u8]| match pool.alloc() {
+            Some(b) => {
+                pool.fill(b, frame);
+                rx.push(b);
+            }
+            None => exhausted += 1,
+        })?;
+        for _ in 0..exhausted {
+            Drops::count(&mut self.drops.switch, "frame pool exhausted");
+        }
+        if let Some(sink) = &mut pcap[i] {
+            for &b in rx.iter() {
+                sink.write(now, pool.frame(b))?;
+            }
+        }
+        let got = !self.rx.is_empty();
+        for k in 0..self.rx.len() {
+            let b = self.rx[k];
+            self.frames += 1;
+            let (node, port) = (self.ports[i].node, self.ports[i].port);
+            if self.is_host(node) {
+                self.host_rx(node, b, now);
+                self.free(b);
+            } else {
+                self.switch_rx(node, port, b, now);
+            }
+        }
+        Ok(got)
+    }
+
+    fn host_rx(&mut self, h: u32, b: u32, now: Nanos) {
+        let reason = match codec::decode(self.pool.frame(b)) {
+            Err(e) => Some(decode_reason(&e)),
+            Ok(d) if d.pkt.dst != h => Some("addressed to another host".into()),
+            Ok(d) => {
+                let pkt = d.pkt;
+                if pkt.kind == Kind::Data {
+                    let flow = pkt.flow as usize;
+                    if flow >= self.rx_index.len() {
+                        Some("unknown flow".into())
+                    } else {
+                        let idx = unwrap_psn(self.rx_index[flow], pkt.psn);
+                        let mtu = u64::from(self.cfg.nic.mtu);
+                        let expect = &mut self.payload[..d.payload.len()];
+                        payload::fill(pkt.flow, idx * mtu, expect);
+                        if expect != d.payload {
+                            Some("payload differs from the flow's bytes".into())
+                        } else {
+                            self.rx_index[flow] = self.rx_index[flow].max(idx);
+                            self.fab.nics[h as usize].handle_packet(now, &pkt);
+                            None
+                        }
+                    }
+                } else {
+                    self.fab.nics[h as usize].handle_packet(now, &pkt);
+                    None
+                }
+            }
+        };
+        if let Some(r) = reason {
+            Drops::count(&mut self.drops.host, &r);
+        }
+        self.drain_nic(h, now);
+    }
+
+    fn switch_rx(&mut self, node: u32, port: u16, b: u32, now: Nanos) {
+        let s = (node - self.fab.topo.hosts) as usize;
+        let stored = match link::classify(self.pool.frame(b)) {
+            Classified::Fablab => match codec::decode(self.pool.frame(b)) {
+                Ok(d) => Ok(Stored::Fablab {
+                    pkt: d.pkt,
+                    first: d.first,
+                    ttl: d.ttl,
+                }),
+                Err(e) => Err(decode_reason(&e)),
+            },
+            Classified::Plain(p) => match host_of_ip(p.dst) {
+                Some(dst) if dst < self.fab.topo.hosts => {
+                    let len = self.pool.len(b);
+                    let mut pkt = Packet::data(
+                        host_of_ip(p.src).unwrap_or(0),
+                        dst,
+                        0,
+                        0,
+                        (len.saturating_sub(OVERHEAD)) as u32,
+                    );
+                    pkt.entropy = p.entropy;
+                    pkt.ecn = p.ecn;
+                    Ok(Stored::Plain { pkt })
+                }
+                _ => Err("no route (IPv4 destination outside the fabric)".into()),
+            },
+            Classified::Drop(reason) => Err(reason.to_string()),
+        };
+        let stored = match stored {
+            Ok(st) => st,
+            Err(reason) => {
+                Drops::count(&mut self.drops.switch, &reason);
+                self.free(b);
+                return;
+            }
+        };
+        let mut pkt = match stored {
+            Stored::Fablab { pkt, .. } | Stored::Plain { pkt } => pkt,
+        };
+        let verdict = self.fab.switches[s].handle_packet(now, port, &mut pkt, b);
+        match verdict {
+            Verdict::Enqueued { .. } => {
+                self.stored[b as usize] = Some(match stored {
+                    Stored::Fablab { first, ttl, .. } => Stored::Fablab { pkt, first, ttl },
+                    Stored::Plain { .. } => Stored::Plain { pkt },
+                });
+            }
+            Verdict::Dropped(_) => self.free(b),
+        }
+        self.drain_switch(node, now);
+    }
+
+    fn drain_switch(&mut self, node: u32, now: Nanos) {
+        let s = (node - self.fab.topo.hosts) as usize;
+        while let Some(ev) = self.fab.switches[s].poll_event() {
+            let (port, pause) = match ev {
+                SwitchEvent::Pause { port } => (port, true),
+                SwitchEvent::Resume { port } => (port, false),
+            };
+            if pause {
+                self.pfc_pauses += 1;
+            }
+            let e = &self.egress[self.idx(node, port)];
+            self.pfc.push_back(PfcSignal {
+                at: now + e.delay,
+                node: e.peer.node,
+                port: e.peer.port,
+                pause,
+            });
+        }
+    }
+
+    fn drain_nic(&mut self, h: u32, now: Nanos) {
+        while let Some(ev) = self.fab.nics[h as usize].poll_event() {
+            match ev {
+                NicEvent::Delivered {
+                    flow,
+                    offset,
+                    bytes,
+                } => {
+                    let r = &mut self.runs[flow as usize];
+                    if offset != r.delivered {
+                        r.order_violations += 1;
+                    }
+                    r.delivered = r.delivered.max(offset + bytes);
+                    self.last_delivery = now;
+                    self.last_progress = Instant::now();
+                }
+                NicEvent::ReceiverDone { flow, at } => {
+                    self.runs[flow as usize].rx_done = Some(at);
+                    self.maybe_finished(flow);
+                    for k in 0..self.dependents[flow as usize].len() {
+                        let d = self.dependents[flow as usize][k];
+                        self.pending_starts.push_front((now, d));
+                    }
+                }
+                NicEvent::SenderDone { flow, at } => {
+                    self.runs[flow as usize].tx_done = Some(at);
+                    self.maybe_finished(flow);
+                }
+                NicEvent::CcChange { flow, change } => self.cc_trace.push((flow, change)),
+            }
+        }
+    }
+
+    fn maybe_finished(&mut self, flow: FlowId) {
+        let r = &self.runs[flow as usize];
+        if r.rx_done.is_some() && r.tx_done.is_some() {
+            self.finished += 1;
+        }
+    }
+
+    /// Moves port `i`'s link along: frames whose delay has passed go to the wire, and
+    /// an idle pacer starts the next frame. Returns whether anything moved.
+    fn pump(&mut self, i: usize, now: Nanos) -> anyhow::Result<bool> {
+        let mut moved = false;
+        while let Some(&(due, b)) = self.egress[i].line.front() {
+            if due > now {
+                break;
+            }
+            self.egress[i].line.pop_front();
+            moved = true;
+            let e = &self.egress[i];
+            if !e.up || (e.loss > 0.0 && self.rng.chance(e.loss)) {
+                self.link_drops += 1;
+            } else {
+                let frame = self.pool.frame(b);
+                if let Some(sink) = &mut self.pcap[i] {
+                    sink.write(now, frame)?;
+                }
+                let sent = match self.io[i].send(frame) {
+                    Ok(false) => {
+                        flush(&mut *self.io[i])?;
+                        self.io[i].send(frame)
+                    }
+                    other => other,
+                };
+                match sent {
+                    Ok(true) => {}
+                    // The kernel ring stayed full: lost, as on a congested NIC.
+                    Ok(false) => self.link_drops += 1,
+                    // This frame can never be sent (counted in the port's tx_errors).
+                    Err(_) => self.link_drops += 1,
+                }
+            }
+            self.free(b);
+        }
+        let e = &self.egress[i];
+        if e.busy_until > now || !e.up || e.paused {
+            return Ok(moved);
+        }
+        let (node, port) = (e.node, e.port);
+        let b = if self.is_host(node) {
+            self.host_tx(node, now)
+        } else {
+            self.switch_tx(node, port, now)
+        };
+        if let Some(b) = b {
+            let e = &mut self.egress[i];
+            let len = self.pool.len(b) as u64;
+            // Serialization: the Ethernet frame plus FCS, preamble and inter-frame gap.
+            let ser = ((len + 24) * 8 * 1000).div_ceil(u64::from(e.rate_mbps.max(1)));
+            let start = e.busy_until.max(now.saturating_sub(PACER_SLACK));
+            e.busy_until = start + ser;
+            e.line.push_back((e.busy_until + e.delay, b));
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    fn host_tx(&mut self, h: u32, now: Nanos) -> Option<u32> {
+        let pkt = self.fab.nics[h as usize].poll_transmit(now)?;
+        self.drain_nic(h, now);
+        let Some(b) = self.pool.alloc() else {
+            Drops::count(&mut self.drops.host, "frame pool exhausted");
+            return None;
+        };
+        let i = self.idx(h, 0);
+        let (src, dst) = (self.egress[i].src_mac, self.egress[i].dst_mac);
+        let mut first = false;
+        let len = if pkt.kind == Kind::Data {
+            let flow = pkt.flow as usize;
+            let idx = unwrap_psn(self.tx_index[flow], pkt.psn);
+            self.tx_index[flow] = self.tx_index[flow].max(idx);
+            first = idx == 0;
+            let payload = &mut self.payload[..pkt.payload as usize];
+            payload::fill(pkt.flow, idx * u64::from(self.cfg.nic.mtu), payload);
+            codec::encode(&pkt, payload, first, src, dst, self.pool.buf_mut(b))
+        } else {
+            codec::encode(&pkt, &[], first, src, dst, self.pool.buf_mut(b))
+        };
+        match len {
+            Ok(n) => {
+                self.pool.set_len(b, n);
+                Some(b)
+            }
+            Err(e) => {
+                // The NIC's own packets always fit a frame; say so loudly if not.
+                tracing::error!("host {h}: cannot encode {pkt:?}: {e}");
+                self.pool.free(b);
+                None
+            }
+        }
+    }
+
+    fn switch_tx(&mut self, node: u32, port: u16, now: Nanos) -> Option<u32> {
+        let s = (node - self.fab.topo.hosts) as usize;
+        let d = self.fab.switches[s].poll_dequeue(now, port)?;
+        self.drain_switch(node, now);
+        let b = d.handle;
+        let i = self.idx(node, port);
+        let (src, dst) = (self.egress[i].src_mac, self.egress[i].dst_mac);
+        let ok = match self.stored[b as usize].take() {
+            Some(Stored::Fablab {
+                mut pkt,
+                first,
+                ttl,
+            }) => {
+                if let Some(hop) = d.int_hop {
+                    if pkt.kind == Kind::Data && pkt.int_enabled {
+                        pkt.int.push(hop);
+                    }
+                }
+                // Re-emit with this hop's changes (INT, CE, MACs, TTL); the payload
+                // is the frame's own.
+                let frame = self.pool.frame(b);
+                let payload: &[u8] = match codec::decode(frame) {
+                    Ok(d) => d.payload,
+                    Err(_) => &[],
+                };
+                let f = codec::frame_of(&pkt, payload, first, src, dst, ttl.saturating_sub(1));
+                match f.emit(&mut self.scratch) {
+                    Ok(n) => {
+                        self.pool.fill(b, &self.scratch[..n]);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            Some(Stored::Plain { pkt }) => {
+                link::forward_plain(self.pool.frame_mut(b), src, dst, pkt.is_ce())
+            }
+            None => false,
+        };
+        if ok {
+            Some(b)
+        } else {
+            Drops::count(&mut self.drops.switch, "TTL expired or frame unwritable");
+            self.free(b);
+            None
+        }
+    }
+
+    fn report(&self) -> Report {
+        metrics::build_report(&RunView {
+            cfg: self.cfg,
+            topo: &self.fab.topo,
+            flows: &self.fab.flows,
+            runs: &self.runs,
+            nics: &self.fab.nics,
+            port_stats: self
+                .fab
+                .switches
+                .iter()
+                .map(|sw| (0..sw.port_count() as u16).map(|p| sw.stats(p)).collect())
+                .collect(),
+            queue_samples: &self.queue_samples,
+            link_drops: self.link_drops,
+            pfc_pauses: self.pfc_pauses,
+            events: self.frames,
+            now: self.now(),
+            last_delivery: self.last_delivery,
+            base_rtt: self.fab.base_rtt,
+            cc_trace: &self.cc_trace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psn_unwrapping_follows_the_stream_across_the_24_bit_wrap() {
+        let m = u64::from(U24_MASK);
+        assert_eq!(unwrap_psn(0, 0), 0);
+        assert_eq!(unwrap_psn(0, 5), 5);
+        assert_eq!(unwrap_psn(m - 2, 1), m + 2);
+        assert_eq!(unwrap_psn(m + 10, (m - 3) as u32), m - 3);
+        assert_eq!(unwrap_psn(5 * (m + 1) + 7, 9), 5 * (m + 1) + 9);
+        assert_eq!(unwrap_psn(100, 90), 90, "a retransmission behind the front");
+    }
+}

@@ -1,0 +1,224 @@
+//! One `fablab run --mode emu`: check privileges, build the testbed, open every
+//! port, run the traffic, tear everything down, whatever happens (success, error,
+//! panic, Ctrl-C or SIGTERM).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use std::os::unix::process::CommandExt as _;
+
+use anyhow::Context as _;
+use fablab_dataplane::cc::Registry;
+use fablab_dataplane::sim::topology::Topology;
+use fablab_dataplane::sim::SimConfig;
+use fablab_dataplane::wire::frame::{ETH_LEN, OVERHEAD};
+use fablab_dataplane::wire::int::MAX_INT_HOPS;
+use fablab_testbed::{in_netns, Plan, Testbed};
+
+use super::{Capture, EmuRun, PortSpec};
+use crate::io::{AfPacket, AfPacketConfig, PacketIo};
+
+/// Set by Ctrl-C or SIGTERM; the run loop stops, then the testbed is torn down.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    static FLAG: OnceLock<Result<Arc<AtomicBool>, String>> = OnceLock::new();
+    let flag = FLAG.get_or_init(|| {
+        let f = Arc::new(AtomicBool::new(false));
+        let g = f.clone();
+        ctrlc::set_handler(move || g.store(true, Ordering::Relaxed))
+            .map(|()| f)
+            .map_err(|e| format!("cannot install the Ctrl-C/SIGTERM handler: {e}"))
+    });
+    let f = flag.clone().map_err(|e| anyhow::anyhow!(e))?;
+    f.store(false, Ordering::Relaxed);
+    Ok(f)
+}
+
+/// The veth MTU a scenario needs: a full data segment with a full INT stack, or an
+/// ACK with a full SACK bitmap and echoed INT, whichever is longer, at least 1500.
+pub fn veth_mtu(cfg: &SimConfig) -> u32 {
+    let int = 16 + MAX_INT_HOPS * 32;
+    let data = OVERHEAD + cfg.nic.mtu as usize + int;
+    let ack = OVERHEAD + 4 + 16 + 64 + int;
+    (data.max(ack) - ETH_LEN).max(1500) as u32
+}
+
+/// Which packet I/O backend the emu uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoBackend {
+    AfPacket,
+}
+
+fn ports_of(plan: &Plan) -> Vec<PortSpec> {
+    plan.nodes
+        .iter()
+        .flat_map(|n| {
+            n.ports.iter().map(|(this, _)| PortSpec {
+                node: this.node,
+                port: this.port,
+                netns: this.ns.clone(),
+                ifname: this.ifname.clone(),
+            })
+        })
+        .collect()
+}
+
+fn open_afpacket(ns: &str, ifname: &str) -> anyhow::Result<Box<dyn PacketIo>> {
+    let cfg = AfPacketConfig::default();
+    let io = in_netns(ns, || AfPacket::open(ifname, &cfg))??;
+    Ok(Box::new(io))
+}
+
+/// Where `fablab testbed up` records the process that runs the testbed's switches.
+pub const SERVE_PID_FILE: &str = "/run/fl-testbed.pid";
+/// Where that process logs.
+pub const SERVE_LOG_FILE: &str = "/run/fl-testbed.log";
+/// Written by that process once every port is open and it forwards.
+pub const SERVE_READY_FILE: &str = "/run/fl-testbed.ready";
+/// How long `up` waits for the switch process to be ready.
+const SERVE_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `fablab testbed up`: builds the testbed and starts a background process that runs
+/// its switches (`fablab testbed serve`, same scenario and overrides) until `fablab
+/// testbed down`. Returns the plan and the server's pid.
+pub fn testbed_up(cfg: &SimConfig, serve_args: &[String]) -> anyhow::Result<(Plan, u32)> {
+    fablab_testbed::require_privileges().context("fablab testbed up")?;
+    if let Some(pid) = server_pid() {
+        anyhow::bail!(
+            "a testbed is already up (switch process {pid}); run `fablab testbed down` first"
+        );
+    }
+    let topo = Topology::build(&cfg.topology);
+    let plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
+    let testbed = Testbed::up(&plan).context("building the testbed")?;
+    let log = std::fs::File::create(SERVE_LOG_FILE)
+        .with_context(|| format!("creating {SERVE_LOG_FILE}"))?;
+    let exe = std::env::current_exe().context("finding the fablab executable")?;
+    let spawned = std::process::Command::new(exe)
+        .args(serve_args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C in this terminal does not reach it.
+        .process_group(0)
+        .spawn();
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            drop(testbed);
+            return Err(e).context("starting the switch process");
+        }
+    };
+    let mut child = child;
+    let _ = std::fs::remove_file(SERVE_READY_FILE);
+    std::fs::write(SERVE_PID_FILE, child.id().to_string())
+        .with_context(|| format!("writing {SERVE_PID_FILE}"))?;
+    // Return only once the switches forward, so the user's first ping gets through.
+    let t = std::time::Instant::now();
+    while !std::path::Path::new(SERVE_READY_FILE).exists() {
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || t.elapsed() > SERVE_READY_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(SERVE_PID_FILE);
+            drop(testbed);
+            let log = std::fs::read_to_string(SERVE_LOG_FILE).unwrap_or_default();
+            anyhow::bail!(
+                "the switch process did not start (the testbed was removed); its log:\n{log}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    testbed.keep();
+    Ok((plan, child.id()))
+}
+
+/// `fablab testbed serve`: runs the switches of an already built testbed until
+/// SIGTERM (sent by `fablab testbed down`).
+pub fn testbed_serve(cfg: &SimConfig, registry: &Registry) -> anyhow::Result<()> {
+    let topo = Topology::build(&cfg.topology);
+    let plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
+    let stop = stop_flag()?;
+    super::run(
+        cfg,
+        registry,
+        ports_of(&plan),
+        &mut open_afpacket,
+        None,
+        stop,
+        true,
+    )?;
+    Ok(())
+}
+
+/// The pid of a running `fablab testbed serve`, if its pid file names a live
+/// fablab process.
+fn server_pid() -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(SERVE_PID_FILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let is_ours = cmdline.split(|&b| b == 0).any(|a| a == b"serve");
+    is_ours.then_some(pid)
+}
+
+/// Stops the switch process `testbed up` started (SIGTERM, then SIGKILL after 2 s).
+fn stop_server() -> anyhow::Result<Option<u32>> {
+    let Some(pid) = server_pid() else {
+        let _ = std::fs::remove_file(SERVE_PID_FILE);
+        return Ok(None);
+    };
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if std::time::Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(SERVE_PID_FILE);
+    let _ = std::fs::remove_file(SERVE_READY_FILE);
+    Ok(Some(pid))
+}
+
+/// `fablab testbed down` and `fablab testbed gc`: stops the switch process, then
+/// removes every `fl-` namespace and root-namespace link. Returns what was removed.
+pub fn testbed_down() -> anyhow::Result<Vec<String>> {
+    fablab_testbed::require_privileges().context("fablab testbed down/gc")?;
+    let mut removed = Vec::new();
+    if let Some(pid) = stop_server()? {
+        removed.push(format!("switch process {pid}"));
+    }
+    let r = fablab_testbed::gc().context("removing fl- objects")?;
+    removed.extend(r.namespaces.into_iter().map(|n| format!("namespace {n}")));
+    removed.extend(r.links.into_iter().map(|l| format!("link {l}")));
+    Ok(removed)
+}
+
+/// Runs `cfg` on a freshly built testbed and removes the testbed afterwards.
+pub fn run_emu(
+    cfg: &SimConfig,
+    registry: &Registry,
+    capture: Option<&Capture>,
+    backend: IoBackend,
+) -> anyhow::Result<EmuRun> {
+    fablab_testbed::require_privileges().context("--mode emu")?;
+    let topo = Topology::build(&cfg.topology);
+    let plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
+    let stop = stop_flag()?;
+    let testbed = Testbed::up(&plan).context("building the testbed")?;
+    // From here on `testbed` is removed on every path: `down` below, or its Drop
+    // while a panic unwinds.
+    let ports = ports_of(&plan);
+    let mut open = |ns: &str, ifname: &str| match backend {
+        IoBackend::AfPacket => open_afpacket(ns, ifname),
+    };
+    let result = super::run(cfg, registry, ports, &mut open, capture, stop, false);
+    let down = testbed.down().context("removing the testbed");
+    let run = result?;
+    down?;
+    Ok(run)
+}
