@@ -135,6 +135,7 @@ pub fn sim_config(s: &Scenario, scenario_path: &Path) -> anyhow::Result<SimConfi
             window_bytes: s.nic.window_bytes,
             rto_min: (s.nic.rto_min_us * 1e3) as u64,
             reorder_window: s.nic.reorder_window,
+            pacing_slack: 0,
         },
         traffic: TrafficSpec {
             pattern,

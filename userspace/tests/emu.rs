@@ -2,7 +2,8 @@
 //! privilege fails these tests instead of skipping them).
 //!
 //! The tests share the kernel's `fl-` namespace names, so they run one after another
-//! inside a single test function.
+//! inside a single test function. They need an optimized build
+//! (`cargo test --release -p fablab --test emu`, as `scripts/test.sh` runs them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -101,6 +102,44 @@ fn quickstart_matches_sim(tmp: &Path) {
     assert_eq!(
         es["delivered_digest"], ss["delivered_digest"],
         "emu delivered other bytes than sim"
+    );
+    assert!(ours().is_empty(), "left behind: {:?}", ours());
+}
+
+/// `scenarios/ecmp-vs-spray.toml` at 50 Mb/s (the 26-namespace fabric then needs
+/// about a fifth of a core): for every switch policy the emu's efficiency is within
+/// 10% of sim's, and ECMP stays clearly below spraying, as in sim.
+fn ecmp_vs_spray_matches_sim(tmp: &Path) {
+    let mut eff = Vec::new();
+    for lb in ["ecmp", "spray-rr", "adaptive"] {
+        let mut pair = [0.0; 2];
+        for (k, mode) in ["sim", "emu"].into_iter().enumerate() {
+            let dir = tmp.join(format!("fidelity-{lb}-{mode}"));
+            ok(fablab()
+                .args(["run", "scenarios/ecmp-vs-spray.toml", "--mode", mode])
+                .args(["--set", &format!("switch.lb={lb}")])
+                .args(["--set", "topology.host_link_gbps=0.05"])
+                .args(["--set", "topology.fabric_link_gbps=0.05"])
+                .args(["--set", "sim.duration_us=2000000", "--out"])
+                .arg(&dir)
+                .output()
+                .unwrap());
+            pair[k] = summary(&dir)["summary"]["efficiency"].as_f64().unwrap();
+        }
+        let [sim, emu] = pair;
+        eprintln!("ecmp-vs-spray {lb}: sim {sim:.3}, emu {emu:.3}");
+        assert!(
+            (emu - sim).abs() <= 0.1 * sim,
+            "{lb}: emu efficiency {emu:.3} is not within 10% of sim's {sim:.3}"
+        );
+        eff.push(emu);
+    }
+    assert!(
+        eff[0] < 0.75 * eff[1].min(eff[2]),
+        "ECMP ({:.3}) is not clearly below spraying ({:.3}, {:.3}) in emu",
+        eff[0],
+        eff[1],
+        eff[2]
     );
     assert!(ours().is_empty(), "left behind: {:?}", ours());
 }
@@ -206,10 +245,18 @@ fn emu_on_network_namespaces() {
     if !privileged() {
         return;
     }
+    if cfg!(debug_assertions) {
+        panic!(
+            "these tests hold the emu datapath to wall-clock link rates, which a debug build \
+         cannot keep up with; run them optimized: cargo test --release -p fablab --test emu \
+         (scripts/test.sh does)"
+        );
+    }
     // Nothing of a previous, crashed test may be in the way.
     let _ = fablab().args(["testbed", "gc"]).output();
     let tmp = tempfile::tempdir().unwrap();
     quickstart_matches_sim(tmp.path());
+    ecmp_vs_spray_matches_sim(tmp.path());
     ping_and_tcp_cross_a_spraying_fabric(tmp.path());
     gc_cleans_up_after_a_killed_run(tmp.path());
 }

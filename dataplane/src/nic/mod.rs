@@ -34,6 +34,11 @@ pub struct NicConfig {
     /// Round-trip time of an empty path (initial RTT estimate).
     pub base_rtt: Nanos,
     pub rto_min: Nanos,
+    /// How far behind its schedule a flow's pacer may catch up. A driver on the
+    /// wall clock polls a little late; without slack every late poll would push the
+    /// flow's schedule back and its rate below the pacing rate. 0 (the simulator's
+    /// exact clock) paces exactly.
+    pub pacing_slack: Nanos,
     pub spray: SprayPolicy,
     pub entropies: u32,
     /// Packets the reorder buffer holds ahead of a gap, per flow.
@@ -179,6 +184,7 @@ impl Nic {
             mtu: self.cfg.mtu,
             base_rtt: self.cfg.base_rtt,
             rto_min: self.cfg.rto_min,
+            pacing_slack: self.cfg.pacing_slack,
             max_inflight_packets: max_inflight,
             congested_qlen: 4 * self.cfg.mtu,
             trace_cc: self.cfg.trace_cc,
@@ -328,22 +334,38 @@ impl Nic {
         None
     }
 
+    /// The earliest time the NIC has a packet for its port: now (0) when ACKs, NACKs
+    /// or CNPs wait, else when the first paced data packet becomes sendable. A driver
+    /// that knows the port is busy until later can sleep until then instead.
+    pub fn next_transmit(&self) -> Option<Nanos> {
+        if !self.control.is_empty() {
+            return Some(0);
+        }
+        self.earliest(Sender::next_send_time)
+    }
+
+    /// The earliest loss-recovery or congestion-control timer.
+    pub fn next_timer(&self) -> Option<Nanos> {
+        self.earliest(Sender::poll_timeout)
+    }
+
     /// The earliest time the NIC needs attention: a paced packet becomes sendable, or
     /// a loss-recovery or congestion-control timer expires.
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        let mut t = Nanos::MAX;
-        for s in &self.senders {
-            if s.is_done() {
-                continue;
-            }
-            if let Some(x) = s.next_send_time() {
-                t = t.min(x);
-            }
-            if let Some(x) = s.poll_timeout() {
-                t = t.min(x);
-            }
+        let data = self.earliest(Sender::next_send_time);
+        match (data, self.next_timer()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        (t != Nanos::MAX).then_some(t)
+    }
+
+    /// The minimum of `f` over the flows still sending.
+    fn earliest(&self, f: impl Fn(&Sender) -> Option<Nanos>) -> Option<Nanos> {
+        self.senders
+            .iter()
+            .filter(|s| !s.is_done())
+            .filter_map(f)
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Nanos) {

@@ -126,6 +126,8 @@ pub struct SenderConfig {
     pub mtu: u32,
     pub base_rtt: Nanos,
     pub rto_min: Nanos,
+    /// How far behind schedule the pacer may catch up ([`NicConfig::pacing_slack`](super::NicConfig::pacing_slack)).
+    pub pacing_slack: Nanos,
     /// Most packets in flight (sizes the tracking ring).
     pub max_inflight_packets: u32,
     /// INT queue depth above which an ACK counts as congested for adaptive spraying.
@@ -354,7 +356,8 @@ impl Sender {
         self.inflight += u64::from(wire);
         self.stats.packets_sent += 1;
         let rate = self.cc.pacing_rate().max(1);
-        self.next_tx = now.max(self.next_tx) + u64::from(wire) * 8 * 1_000_000_000 / rate;
+        self.next_tx = now.saturating_sub(self.cfg.pacing_slack).max(self.next_tx)
+            + u64::from(wire) * 8 * 1_000_000_000 / rate;
         if self.rto_at.is_none() {
             self.rto_at = Some(now + self.rto());
         }

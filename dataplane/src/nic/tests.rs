@@ -53,6 +53,7 @@ fn nic(host: u32, reorder_window: u32, seed: u64) -> Nic {
         window_bytes: 20_000,
         base_rtt: 10_000,
         rto_min: 50_000,
+        pacing_slack: 0,
         spray: SprayPolicy::PerPacket,
         entropies: 8,
         reorder_window,

@@ -31,8 +31,15 @@ pub struct SampleCounts {
 
 impl SampleCounts {
     pub fn record(&mut self, v: u64) {
-        *self.counts.entry(v).or_insert(0) += 1;
-        self.n += 1;
+        self.record_n(v, 1);
+    }
+
+    /// Records `v` as `n` samples (a depth that held over `n` sampling instants).
+    pub fn record_n(&mut self, v: u64, n: u64) {
+        if n > 0 {
+            *self.counts.entry(v).or_insert(0) += n;
+            self.n += n;
+        }
     }
 
     /// The value at sorted index round((n − 1)·q), as `Percentiles::of_f64` picks it.

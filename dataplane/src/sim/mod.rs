@@ -38,6 +38,9 @@ pub struct NicSpec {
     pub window_bytes: Option<u64>,
     pub rto_min: Nanos,
     pub reorder_window: u32,
+    /// How far behind schedule a flow's pacer may catch up (see
+    /// [`NicConfig::pacing_slack`]): 0 in sim; the emu sets its wake-up latency.
+    pub pacing_slack: Nanos,
 }
 
 impl Default for NicSpec {
@@ -53,6 +56,7 @@ impl Default for NicSpec {
             window_bytes: None,
             rto_min: 100_000,
             reorder_window: 1024,
+            pacing_slack: 0,
         }
     }
 }
@@ -210,6 +214,7 @@ impl Fabric {
                     window_bytes: window,
                     base_rtt,
                     rto_min: cfg.nic.rto_min,
+                    pacing_slack: cfg.nic.pacing_slack,
                     spray: cfg.nic.spray,
                     entropies: cfg.nic.entropies,
                     reorder_window: cfg.nic.reorder_window,
