@@ -176,8 +176,9 @@ fn every_algorithm_keeps_the_sprayed_permutation_efficient() {
         }
         // HPCC aims each link at η of its capacity, INT bytes included: with the
         // paper's η = 0.95 it tops out just under 0.9 of the payload ideal here (0.894,
-        // docs/results.md); at the η = 0.99 the HPCC authors later recommend it clears
-        // 0.9 with the same near-zero queues.
+        // docs/results.md: noisy per-link estimates on sprayed flows meet Algorithm 1's
+        // asymmetric reaction); at η = 0.99 it clears 0.9 with the same near-zero
+        // queues.
         let r = permutation("hpcc", &[("eta", 0.99)], seed);
         eprintln!(
             "seed {seed}: hpcc (eta 0.99) efficiency {:.3}, queue p99 {:.0} B",

@@ -66,6 +66,11 @@ pub struct Plan {
     /// (the default: a userspace switch must see whole, checksummed, MTU-sized
     /// frames).
     pub disable_offloads: bool,
+    /// Give each host its /32, gateway neighbour and fabric route (the default, for
+    /// the user's own programs). Off when fablab's NICs are the hosts: a host kernel
+    /// without an address drops the fablab frames it also sees silently, instead of
+    /// answering each with an ICMP port-unreachable that crosses the fabric.
+    pub address_hosts: bool,
 }
 
 impl Plan {
@@ -161,6 +166,7 @@ impl Plan {
             nodes,
             veths,
             disable_offloads: true,
+            address_hosts: true,
         })
     }
 

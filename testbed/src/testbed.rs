@@ -235,7 +235,7 @@ fn configure_ns<'a>(
             disable_offloads(sock.as_fd(), ns, &me.ifname)?;
         }
     }
-    let host = match (node.ip, node.ports.first()) {
+    let host = match (node.ip.filter(|_| plan.address_hosts), node.ports.first()) {
         (Some(ip), Some((me, gw))) => {
             let index = ifindex(sock.as_fd(), &me.ifname)
                 .ctx(|| format!("finding {} in namespace {ns}", me.ifname))?;

@@ -207,7 +207,10 @@ pub fn run_emu(
 ) -> anyhow::Result<EmuRun> {
     fablab_testbed::require_privileges().context("--mode emu")?;
     let topo = Topology::build(&cfg.topology);
-    let plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
+    let mut plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
+    // fablab's NICs are the hosts: their kernels need no address (and without one
+    // they stay silent about the fablab frames they see too).
+    plan.address_hosts = false;
     let stop = stop_flag()?;
     let testbed = Testbed::up(&plan).context("building the testbed")?;
     // From here on `testbed` is removed on every path: `down` below, or its Drop
