@@ -261,6 +261,15 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 for p in &e.pcaps {
                     eprintln!("  capture     {}", p.display());
                 }
+                if e.stalls > 0 {
+                    tracing::warn!(
+                        "the datapath loop stalled {} times (the longest {:.1} ms late): \
+                         link emulation was off while that lasted, so these results \
+                         measure this machine as much as the fabric (emu.stalls)",
+                        e.stalls,
+                        e.late_max as f64 / 1e6
+                    );
+                }
                 (result, doc, e.interrupted)
             } else {
                 let result = run::run_sim(

@@ -328,6 +328,8 @@ pub fn emu_json(e: &crate::emu::EmuRun) -> Value {
             .collect();
     json!({
         "interrupted": e.interrupted,
+        "late_max_us": e.late_max as f64 / 1e3,
+        "stalls": e.stalls,
         "switch_rx_dropped": e.drops.switch,
         "host_rx_dropped": e.drops.host,
         "io": io,

@@ -106,32 +106,50 @@ fn quickstart_matches_sim(tmp: &Path) {
     assert!(ours().is_empty(), "left behind: {:?}", ours());
 }
 
+/// One run of `scenarios/ecmp-vs-spray.toml` at 50 Mb/s links: its results.json.
+fn ecmp_vs_spray(tmp: &Path, lb: &str, mode: &str, attempt: u32) -> serde_json::Value {
+    let dir = tmp.join(format!("fidelity-{lb}-{mode}-{attempt}"));
+    ok(fablab()
+        .args(["run", "scenarios/ecmp-vs-spray.toml", "--mode", mode])
+        .args(["--set", &format!("switch.lb={lb}")])
+        .args(["--set", "topology.host_link_gbps=0.05"])
+        .args(["--set", "topology.fabric_link_gbps=0.05"])
+        .args(["--set", "sim.duration_us=2000000", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap());
+    summary(&dir)
+}
+
 /// `scenarios/ecmp-vs-spray.toml` at 50 Mb/s (the 26-namespace fabric then needs
 /// about a fifth of a core): for every switch policy the emu's efficiency is within
-/// 10% of sim's, and ECMP stays clearly below spraying, as in sim.
+/// 10% of sim's, and ECMP stays clearly below spraying, as in sim. An emu run that
+/// misses while it reports that the machine stalled its loop (`emu.stalls`: the link
+/// emulation was off for a millisecond or more) is run once more.
 fn ecmp_vs_spray_matches_sim(tmp: &Path) {
     let mut eff = Vec::new();
     for lb in ["ecmp", "spray-rr", "adaptive"] {
-        let mut pair = [0.0; 2];
-        for (k, mode) in ["sim", "emu"].into_iter().enumerate() {
-            let dir = tmp.join(format!("fidelity-{lb}-{mode}"));
-            ok(fablab()
-                .args(["run", "scenarios/ecmp-vs-spray.toml", "--mode", mode])
-                .args(["--set", &format!("switch.lb={lb}")])
-                .args(["--set", "topology.host_link_gbps=0.05"])
-                .args(["--set", "topology.fabric_link_gbps=0.05"])
-                .args(["--set", "sim.duration_us=2000000", "--out"])
-                .arg(&dir)
-                .output()
-                .unwrap());
-            pair[k] = summary(&dir)["summary"]["efficiency"].as_f64().unwrap();
-        }
-        let [sim, emu] = pair;
-        eprintln!("ecmp-vs-spray {lb}: sim {sim:.3}, emu {emu:.3}");
-        assert!(
-            (emu - sim).abs() <= 0.1 * sim,
-            "{lb}: emu efficiency {emu:.3} is not within 10% of sim's {sim:.3}"
-        );
+        let sim = ecmp_vs_spray(tmp, lb, "sim", 0)["summary"]["efficiency"]
+            .as_f64()
+            .unwrap();
+        let mut attempt = 0;
+        let emu = loop {
+            let r = ecmp_vs_spray(tmp, lb, "emu", attempt);
+            let emu = r["summary"]["efficiency"].as_f64().unwrap();
+            eprintln!("ecmp-vs-spray {lb}: sim {sim:.3}, emu {emu:.3}");
+            if (emu - sim).abs() <= 0.1 * sim {
+                break emu;
+            }
+            let stalls = r["emu"]["stalls"].as_u64().unwrap();
+            assert!(
+                stalls > 0 && attempt == 0,
+                "{lb}: emu efficiency {emu:.3} is not within 10% of sim's {sim:.3}: {}\n{}",
+                r["summary"],
+                r["emu"]["late_max_us"]
+            );
+            eprintln!("  the machine stalled the emu loop {stalls} times; once more");
+            attempt += 1;
+        };
         eff.push(emu);
     }
     assert!(

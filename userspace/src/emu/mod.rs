@@ -123,7 +123,17 @@ pub struct EmuRun {
     pub interrupted: bool,
     /// Captures written.
     pub pcaps: Vec<PathBuf>,
+    /// How late the loop came back to work: the longest delay (ns) past the moment
+    /// it meant to resume (the end of a sleep, or at once after a busy turn), and how
+    /// many times it exceeded [`STALL`]. Stalls come from the machine (other
+    /// processes, the kernel's own work, a VM's host) or from a saturated loop; the
+    /// link emulation is off by that much while one lasts.
+    pub late_max: Nanos,
+    pub stalls: u64,
 }
+
+/// A loop that resumes this late counts as stalled.
+pub const STALL: Nanos = 1_000_000;
 
 #[derive(Debug)]
 struct Egress {
@@ -200,6 +210,10 @@ struct Emu<'a> {
     pcap: Vec<Option<PcapSink<std::io::BufWriter<std::fs::File>>>>,
     pcap_paths: Vec<PathBuf>,
     pollfds: Vec<libc::pollfd>,
+    /// When the loop meant to resume work (see [`EmuRun::late_max`]).
+    resume_at: Nanos,
+    late_max: Nanos,
+    stalls: u64,
 }
 
 /// Sleeps until one of `fds` is readable or `timeout` passes. `ppoll(2)`, not
@@ -417,6 +431,9 @@ pub fn run(
         pcap,
         pcap_paths,
         pollfds: Vec::new(),
+        resume_at: 0,
+        late_max: 0,
+        stalls: 0,
         fab,
     };
     emu.pollfds = emu
@@ -452,6 +469,8 @@ pub fn run(
         drops: emu.drops,
         interrupted,
         pcaps: emu.pcap_paths,
+        late_max: emu.late_max,
+        stalls: emu.stalls,
     })
 }
 
@@ -481,6 +500,17 @@ impl Emu<'_> {
                 self.last_progress = Instant::now();
             }
             let now = self.now();
+            let late = now.saturating_sub(self.resume_at);
+            self.late_max = self.late_max.max(late);
+            if late > STALL {
+                self.stalls += 1;
+                tracing::debug!(
+                    "the loop stalled at {} µs: {} µs late",
+                    now / 1000,
+                    late / 1000
+                );
+            }
+            self.resume_at = now;
             if self.cfg.duration.is_some_and(|d| now >= d) {
                 return Ok(false);
             }
@@ -586,6 +616,8 @@ impl Emu<'_> {
             return Ok(());
         }
         let sleep = (next - now - WAKE_MARGIN).min(MAX_SLEEP);
+        // A frame may wake it earlier; it cannot make it late.
+        self.resume_at = now + sleep;
         wait_readable(&mut self.pollfds, sleep)?;
         Ok(())
     }
