@@ -24,6 +24,8 @@ pub enum Error {
     Mtu(u32),
     #[error("namespace {0} is not part of this testbed")]
     UnknownNamespace(String),
+    #[error("node {0} is not a switch of this testbed")]
+    NotASwitch(u32),
     /// A system call or netlink request failed: `what` names the operation and the
     /// object ("creating veth fl-s0p3 <-> fl-h3p0").
     #[error("{what}: {err}")]

@@ -28,8 +28,8 @@ pub use ethtool::{offloads, Offloads};
 pub use netns::{has_privileges, in_netns, require_privileges, NETNS_DIR};
 pub use plan::{Endpoint, NodePlan, Plan, VethPlan};
 pub use testbed::{
-    gc, gc_prefixed, inspect, list, list_prefixed, AddrState, GcReport, Inventory, LinkState,
-    NeighState, NsState, RouteState, Testbed,
+    gc, gc_prefixed, inspect, kernel_forwarding, list, list_prefixed, AddrState, GcReport,
+    Inventory, LinkState, NeighState, NsState, RouteState, Testbed,
 };
 
 /// Prefix of every kernel object fablab creates.

@@ -673,3 +673,62 @@ pub fn inspect(ns: &str) -> Result<NsState, Error> {
         }))
     })?
 }
+
+/// Makes switch `node`'s kernel an IPv4 router for the hosts on its ports, or stops
+/// it forwarding: with `on`, IPv4 forwarding, a /32 route out of each host-facing
+/// port and a permanent neighbour entry for each host (no ARP), replacing any
+/// already there; without, forwarding off (the routes stay, unused). For measuring fablab's switch against the
+/// kernel's on the same namespaces.
+pub fn kernel_forwarding(plan: &Plan, node: u32, on: bool) -> Result<(), Error> {
+    require_privileges()?;
+    let sw = plan
+        .nodes
+        .iter()
+        .find(|n| n.node == node && !n.is_host())
+        .ok_or(Error::NotASwitch(node))?;
+    let ns = sw.ns.as_str();
+    let hosts: Vec<(String, Ipv4Addr, [u8; 6])> = sw
+        .ports
+        .iter()
+        .filter_map(|(me, peer)| {
+            let ip = plan.nodes.iter().find(|n| n.node == peer.node)?.ip?;
+            Some((me.ifname.clone(), ip, peer.mac))
+        })
+        .collect();
+    in_netns(ns, || -> Result<(), Error> {
+        netns::write_sysctl(ns, "net/ipv4/ip_forward", if on { "1" } else { "0" })?;
+        if !on {
+            return Ok(());
+        }
+        let sock = ioctl_socket().ctx(|| format!("opening a socket in namespace {ns}"))?;
+        let mut ports = Vec::with_capacity(hosts.len());
+        for (ifname, ip, mac) in &hosts {
+            let index = ifindex(sock.as_fd(), ifname)
+                .ctx(|| format!("finding {ifname} in namespace {ns}"))?;
+            ports.push((index, ifname.as_str(), *ip, *mac));
+        }
+        runtime()?.block_on(with_netlink(ns, |h| async move {
+            for (index, ifname, ip, mac) in ports {
+                h.neighbours()
+                    .add(index, IpAddr::V4(ip))
+                    .link_layer_address(&mac)
+                    .state(NeighbourState::Permanent)
+                    .replace()
+                    .execute()
+                    .await
+                    .ctx(|| format!("adding neighbour {ip} on {ifname} in namespace {ns}"))?;
+                let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(ip, 32)
+                    .output_interface(index)
+                    .build();
+                h.route()
+                    .add(msg)
+                    .replace()
+                    .execute()
+                    .await
+                    .ctx(|| format!("adding route {ip}/32 dev {ifname} in namespace {ns}"))?;
+            }
+            Ok(())
+        }))
+    })?
+}

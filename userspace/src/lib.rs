@@ -2,6 +2,7 @@
 //! pcap capture and frame decoding. I/O lives here and in `fablab-testbed`; the
 //! per-packet logic lives in `fablab-dataplane`.
 
+pub mod bench;
 pub mod cli;
 pub mod emu;
 pub mod frames;

@@ -405,6 +405,31 @@ fn pcap_is_read_by_tshark(tmp: &Path) {
     assert!(ours().is_empty(), "left behind: {:?}", ours());
 }
 
+/// `fablab bench switch` measures both forwarders in one run and removes its testbed.
+fn bench_switch_measures_both_forwarders() {
+    let out = ok(fablab()
+        .args(["bench", "switch", "--sizes", "64,1500", "--seconds", "0.3"])
+        .output()
+        .unwrap());
+    eprintln!("{out}");
+    for size in ["64 B", "1500 B"] {
+        for fwd in ["kernel", "fablab"] {
+            let row = out
+                .lines()
+                .find(|l| l.trim_start().starts_with(size) && l.contains(fwd))
+                .unwrap_or_else(|| panic!("no {size} {fwd} row:\n{out}"));
+            // offered, forwarded: both positive.
+            let mpps: Vec<f64> = row
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            assert!(mpps.len() >= 4 && mpps[1] > 0.0 && mpps[2] > 0.0, "{row}");
+        }
+    }
+    assert!(out.contains("fablab ÷ kernel"), "{out}");
+    assert!(ours().is_empty(), "left behind: {:?}", ours());
+}
+
 /// Waits until a run's testbed (quickstart's: `fl-s5` is its last namespace) exists.
 fn wait_for_testbed() {
     let t = Instant::now();
@@ -476,6 +501,7 @@ fn emu_on_network_namespaces() {
     ecmp_vs_spray_matches_sim(tmp.path());
     garbage_into_a_switch_port(tmp.path());
     pcap_is_read_by_tshark(tmp.path());
+    bench_switch_measures_both_forwarders();
     ping_and_tcp_cross_a_spraying_fabric(tmp.path());
     gc_cleans_up_after_a_killed_run(tmp.path());
 }

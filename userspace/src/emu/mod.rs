@@ -496,9 +496,6 @@ impl Emu<'_> {
             if stop.load(Ordering::Relaxed) {
                 return Ok(!serve);
             }
-            if serve {
-                self.last_progress = Instant::now();
-            }
             let now = self.now();
             let late = now.saturating_sub(self.resume_at);
             self.late_max = self.late_max.max(late);
@@ -517,7 +514,7 @@ impl Emu<'_> {
             if !serve && self.cfg.duration.is_none() && self.finished == self.runs.len() {
                 return Ok(false);
             }
-            if self.cfg.duration.is_none() && self.last_progress.elapsed() > STALL_LIMIT {
+            if !serve && self.cfg.duration.is_none() && self.last_progress.elapsed() > STALL_LIMIT {
                 tracing::warn!(
                     "no flow made progress for {} s; stopping with {} of {} flows finished",
                     STALL_LIMIT.as_secs(),
@@ -703,10 +700,7 @@ impl Emu<'_> {
     /// Reads a batch from port `i` and hands every frame to its node. Returns whether
     /// anything arrived.
     fn receive(&mut self, i: usize) -> anyhow::Result<bool> {
-        let now = self.now();
-        let Emu {
-            io, pool, rx, pcap, ..
-        } = self;
+        let Emu { io, pool, rx, .. } = self;
         rx.clear();
         let mut exhausted = 0u64;
         io[i].recv(RX_BATCH, &mut |frame: &[u8]| match pool.alloc() {
@@ -719,12 +713,16 @@ impl Emu<'_> {
         for _ in 0..exhausted {
             Drops::count(&mut self.drops.switch, "frame pool exhausted");
         }
-        if let Some(sink) = &mut pcap[i] {
-            for &b in rx.iter() {
-                sink.write(now, pool.frame(b))?;
+        if self.rx.is_empty() {
+            return Ok(false);
+        }
+        // The clock is read only for ports that had frames (most have none).
+        let now = self.now();
+        if let Some(sink) = &mut self.pcap[i] {
+            for &b in self.rx.iter() {
+                sink.write(now, self.pool.frame(b))?;
             }
         }
-        let got = !self.rx.is_empty();
         for k in 0..self.rx.len() {
             let b = self.rx[k];
             self.frames += 1;
@@ -736,7 +734,7 @@ impl Emu<'_> {
                 self.switch_rx(node, port, b, now);
             }
         }
-        Ok(got)
+        Ok(true)
     }
 
     fn host_rx(&mut self, h: u32, b: u32, now: Nanos) {

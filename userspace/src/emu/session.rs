@@ -48,7 +48,7 @@ pub enum IoBackend {
     AfPacket,
 }
 
-fn ports_of(plan: &Plan) -> Vec<PortSpec> {
+pub(crate) fn ports_of(plan: &Plan) -> Vec<PortSpec> {
     plan.nodes
         .iter()
         .flat_map(|n| {
@@ -62,7 +62,7 @@ fn ports_of(plan: &Plan) -> Vec<PortSpec> {
         .collect()
 }
 
-fn open_afpacket(ns: &str, ifname: &str) -> anyhow::Result<Box<dyn PacketIo>> {
+pub(crate) fn open_afpacket(ns: &str, ifname: &str) -> anyhow::Result<Box<dyn PacketIo>> {
     let cfg = AfPacketConfig::default();
     let io = in_netns(ns, || AfPacket::open(ifname, &cfg))??;
     Ok(Box::new(io))
