@@ -174,22 +174,14 @@ fn with_fablab_switch<T>(
     let switch = std::thread::scope(|s| {
         let stop2 = stop.clone();
         let handle = s.spawn(move || {
-            let mut open = |ns: &str, ifname: &str| -> anyhow::Result<Box<dyn PacketIo>> {
+            let open = |ns: &str, ifname: &str| -> anyhow::Result<Box<dyn PacketIo>> {
                 if ports_node(plan, ifname).is_some_and(|n| n < hosts) {
                     Ok(Box::new(Unserved(ifname.to_string())))
                 } else {
-                    open_afpacket(ns, ifname)
+                    open_afpacket(ns, ifname, plan.mtu)
                 }
             };
-            emu::run(
-                cfg,
-                &Registry::default(),
-                ports,
-                &mut open,
-                None,
-                stop2,
-                true,
-            )
+            emu::run(cfg, &Registry::default(), ports, &open, None, stop2, true)
         });
         // The switch opens its sockets within milliseconds.
         std::thread::sleep(Duration::from_millis(300));

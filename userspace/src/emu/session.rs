@@ -62,8 +62,9 @@ pub(crate) fn ports_of(plan: &Plan) -> Vec<PortSpec> {
         .collect()
 }
 
-pub(crate) fn open_afpacket(ns: &str, ifname: &str) -> anyhow::Result<Box<dyn PacketIo>> {
-    let cfg = AfPacketConfig::default();
+/// Opens `ifname` in `ns` with rings sized for the testbed's veth MTU.
+pub(crate) fn open_afpacket(ns: &str, ifname: &str, mtu: u32) -> anyhow::Result<Box<dyn PacketIo>> {
+    let cfg = AfPacketConfig::for_mtu(mtu);
     let io = in_netns(ns, || AfPacket::open(ifname, &cfg))??;
     Ok(Box::new(io))
 }
@@ -142,7 +143,7 @@ pub fn testbed_serve(cfg: &SimConfig, registry: &Registry) -> anyhow::Result<()>
         cfg,
         registry,
         ports_of(&plan),
-        &mut open_afpacket,
+        &|ns: &str, ifname: &str| open_afpacket(ns, ifname, plan.mtu),
         None,
         stop,
         true,
@@ -216,10 +217,10 @@ pub fn run_emu(
     // From here on `testbed` is removed on every path: `down` below, or its Drop
     // while a panic unwinds.
     let ports = ports_of(&plan);
-    let mut open = |ns: &str, ifname: &str| match backend {
-        IoBackend::AfPacket => open_afpacket(ns, ifname),
+    let open = |ns: &str, ifname: &str| match backend {
+        IoBackend::AfPacket => open_afpacket(ns, ifname, plan.mtu),
     };
-    let result = super::run(cfg, registry, ports, &mut open, capture, stop, false);
+    let result = super::run(cfg, registry, ports, &open, capture, stop, false);
     let down = testbed.down().context("removing the testbed");
     let run = result?;
     down?;

@@ -31,7 +31,7 @@ pub struct IoStats {
 /// Meant for a single-threaded, level-triggered epoll loop: wait on [`fd`](Self::fd),
 /// call [`recv`](Self::recv) until it returns fewer than `max`, [`send`](Self::send)
 /// what the logic produces, then [`flush`](Self::flush) once per batch.
-pub trait PacketIo: std::fmt::Debug {
+pub trait PacketIo: std::fmt::Debug + Send {
     /// Name of the interface, for errors and stats.
     fn name(&self) -> &str;
 
