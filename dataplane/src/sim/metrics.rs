@@ -4,7 +4,8 @@
 use super::topology::Topology;
 use super::traffic::{FlowPlan, Pattern};
 use super::SimConfig;
-use crate::nic::Nic;
+use crate::nic::sender::CcChange;
+use crate::nic::{Nic, NicEvent};
 use crate::packet::{FlowId, HostId, Nanos, Packet};
 use crate::payload::{combine, pattern_crc};
 use crate::switch::PortStats;
@@ -242,6 +243,75 @@ pub struct FlowRun {
     pub delivered: u64,
     /// Deliveries that did not continue the stream where it stood.
     pub order_violations: u64,
+}
+
+/// What every driver (the simulator, the emu datapath) keeps from its NICs' events:
+/// each flow's progress, how many flows are done, and the CC trace.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub runs: Vec<FlowRun>,
+    /// Flows whose receiver and sender are both done.
+    pub finished: usize,
+    pub cc_trace: Vec<(FlowId, CcChange)>,
+}
+
+/// What a NIC event means for the driver's own scheduling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes were delivered (the run is making progress).
+    Delivered,
+    /// A flow's receiver has everything: flows that wait for it may start.
+    ReceiverDone(FlowId),
+    Other,
+}
+
+impl Progress {
+    pub fn new(flows: usize) -> Progress {
+        Progress {
+            runs: vec![FlowRun::default(); flows],
+            ..Progress::default()
+        }
+    }
+
+    /// Books one NIC event. A delivery is exact when it continues the flow's stream
+    /// exactly where the last one ended; anything else counts as an order violation.
+    pub fn apply(&mut self, ev: NicEvent) -> Step {
+        match ev {
+            NicEvent::Delivered {
+                flow,
+                offset,
+                bytes,
+            } => {
+                let r = &mut self.runs[flow as usize];
+                if offset != r.delivered {
+                    r.order_violations += 1;
+                }
+                r.delivered = r.delivered.max(offset + bytes);
+                Step::Delivered
+            }
+            NicEvent::ReceiverDone { flow, at } => {
+                self.runs[flow as usize].rx_done = Some(at);
+                self.count_if_finished(flow);
+                Step::ReceiverDone(flow)
+            }
+            NicEvent::SenderDone { flow, at } => {
+                self.runs[flow as usize].tx_done = Some(at);
+                self.count_if_finished(flow);
+                Step::Other
+            }
+            NicEvent::CcChange { flow, change } => {
+                self.cc_trace.push((flow, change));
+                Step::Other
+            }
+        }
+    }
+
+    fn count_if_finished(&mut self, flow: FlowId) {
+        let r = &self.runs[flow as usize];
+        if r.rx_done.is_some() && r.tx_done.is_some() {
+            self.finished += 1;
+        }
+    }
 }
 
 /// What a driver (the simulator, the emu datapath) hands over to be reported: the

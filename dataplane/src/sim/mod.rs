@@ -15,14 +15,14 @@ pub mod traffic;
 use crate::cc::{CcParams, FlowContext, Registry};
 use crate::nic::sender::FlowSpec;
 use crate::nic::spray::SprayPolicy;
-use crate::nic::{Nic, NicConfig, NicEvent};
+use crate::nic::{Nic, NicConfig};
 use crate::packet::{FlowId, Kind, Nanos, Packet};
 use crate::rng::Rng;
 use crate::switch::{
     EcnConfig, LbPolicy, PfcConfig, Routes, Switch, SwitchConfig, SwitchEvent, Verdict,
 };
 use engine::EventQueue;
-use metrics::{FlowRun, Report, RunView};
+use metrics::{Report, RunView};
 use topology::{PortRef, Topology, TopologySpec};
 use traffic::{FlowPlan, TrafficSpec};
 
@@ -139,16 +139,14 @@ pub struct Simulator {
     free: Vec<u32>,
     wake: Vec<Option<Nanos>>,
     flows: Vec<FlowPlan>,
-    runs: Vec<FlowRun>,
+    progress: metrics::Progress,
     dependents: Vec<Vec<FlowId>>,
-    finished: usize,
     rng: Rng,
     queue_samples: metrics::SampleCounts,
     link_drops: u64,
     pfc_pauses: u64,
     last_delivery: Nanos,
     last_progress: Nanos,
-    cc_trace: Vec<(FlowId, crate::nic::sender::CcChange)>,
     base_rtt: Nanos,
     stopped: bool,
 }
@@ -317,7 +315,7 @@ impl Simulator {
             q.schedule(f.at, Ev::Fault { index: i as u32 });
         }
         q.schedule(0, Ev::Sample);
-        let runs = (0..flows.len()).map(|_| FlowRun::default()).collect();
+        let progress = metrics::Progress::new(flows.len());
         // The simulator's own draws (link loss) come after everything the fabric
         // drew, as they always have, so a seed keeps meaning the same run.
         let rng = Rng::fork(Rng::new(cfg.seed).next_u64(), 4);
@@ -329,16 +327,14 @@ impl Simulator {
             pool: Vec::new(),
             free: Vec::new(),
             wake: vec![None; hosts],
-            runs,
+            progress,
             dependents,
-            finished: 0,
             rng,
             queue_samples: metrics::SampleCounts::default(),
             link_drops: 0,
             pfc_pauses: 0,
             last_delivery: 0,
             last_progress: 0,
-            cc_trace: Vec::new(),
             base_rtt,
             stopped: false,
             flows,
@@ -364,7 +360,7 @@ impl Simulator {
     }
     /// Flows fully delivered and acknowledged so far.
     pub fn finished_flows(&self) -> usize {
-        self.finished
+        self.progress.finished
     }
     /// The round-trip time of an empty path across the fabric's diameter.
     pub fn base_rtt(&self) -> Nanos {
@@ -389,7 +385,7 @@ impl Simulator {
                 break;
             }
             self.handle(ev);
-            if self.finished == self.flows.len() && self.cfg.duration.is_none() {
+            if self.progress.finished == self.flows.len() && self.cfg.duration.is_none() {
                 self.stopped = true;
             }
             if self.cfg.duration.is_none() && t > self.last_progress + STALL_LIMIT {
@@ -489,7 +485,7 @@ impl Simulator {
                     }
                 }
                 // Keep sampling while anything else can still happen.
-                if self.finished < self.flows.len() && !self.q.is_empty() {
+                if self.progress.finished < self.flows.len() && !self.q.is_empty() {
                     self.q
                         .schedule(now + self.cfg.queue_sample_interval, Ev::Sample);
                 }
@@ -500,7 +496,7 @@ impl Simulator {
     fn start_flow(&mut self, flow: FlowId) {
         let now = self.q.now();
         let f = self.flows[flow as usize];
-        self.runs[flow as usize].started = Some(now);
+        self.progress.runs[flow as usize].started = Some(now);
         self.last_progress = now;
         let spec = FlowSpec {
             flow: f.id,
@@ -607,44 +603,21 @@ impl Simulator {
     fn drain_nic(&mut self, h: u32) {
         let now = self.q.now();
         while let Some(ev) = self.nics[h as usize].poll_event() {
-            match ev {
-                NicEvent::Delivered {
-                    flow,
-                    offset,
-                    bytes,
-                } => {
-                    // The simulator carries no payload bytes: a delivery is exact when it
-                    // continues the stream exactly where the last one ended. The digest
-                    // of that stream is computed from the flow's pattern at the end.
-                    let r = &mut self.runs[flow as usize];
-                    if offset != r.delivered {
-                        r.order_violations += 1;
-                    }
-                    r.delivered = r.delivered.max(offset + bytes);
+            // The simulator carries no payload bytes: the digest of each flow's
+            // in-order stream is computed from its pattern at the end.
+            match self.progress.apply(ev) {
+                metrics::Step::Delivered => {
                     self.last_delivery = now;
                     self.last_progress = now;
                 }
-                NicEvent::ReceiverDone { flow, at } => {
-                    self.runs[flow as usize].rx_done = Some(at);
-                    self.maybe_finished(flow);
+                metrics::Step::ReceiverDone(flow) => {
                     for i in 0..self.dependents[flow as usize].len() {
                         let d = self.dependents[flow as usize][i];
                         self.q.schedule(now, Ev::Start { flow: d });
                     }
                 }
-                NicEvent::SenderDone { flow, at } => {
-                    self.runs[flow as usize].tx_done = Some(at);
-                    self.maybe_finished(flow);
-                }
-                NicEvent::CcChange { flow, change } => self.cc_trace.push((flow, change)),
+                metrics::Step::Other => {}
             }
-        }
-    }
-
-    fn maybe_finished(&mut self, flow: FlowId) {
-        let r = &self.runs[flow as usize];
-        if r.rx_done.is_some() && r.tx_done.is_some() {
-            self.finished += 1;
         }
     }
 
@@ -690,7 +663,7 @@ impl Simulator {
             cfg: &self.cfg,
             topo: &self.topo,
             flows: &self.flows,
-            runs: &self.runs,
+            runs: &self.progress.runs,
             nics: &self.nics,
             port_stats: self
                 .switches
@@ -704,7 +677,7 @@ impl Simulator {
             now: self.q.now(),
             last_delivery: self.last_delivery,
             base_rtt: self.base_rtt,
-            cc_trace: &self.cc_trace,
+            cc_trace: &self.progress.cc_trace,
         })
     }
 }

@@ -39,11 +39,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use fablab_dataplane::cc::Registry;
 use fablab_dataplane::codec::{self, DecodeError};
-use fablab_dataplane::nic::NicEvent;
 use fablab_dataplane::packet::{FlowId, Kind, Nanos, Packet};
 use fablab_dataplane::payload;
 use fablab_dataplane::rng::Rng;
-use fablab_dataplane::sim::metrics::{self, FlowRun, Report, RunView, SampleCounts};
+use fablab_dataplane::sim::metrics::{self, Progress, Report, RunView, SampleCounts, Step};
 use fablab_dataplane::sim::topology::PortRef;
 use fablab_dataplane::sim::{Fabric, FaultKind, SimConfig};
 use fablab_dataplane::switch::{SwitchEvent, Verdict};
@@ -190,7 +189,7 @@ struct Emu<'a> {
     scratch: Vec<u8>,
     payload: Vec<u8>,
     rx: Vec<u32>,
-    runs: Vec<FlowRun>,
+    progress: Progress,
     dependents: Vec<Vec<FlowId>>,
     pending_starts: VecDeque<(Nanos, FlowId)>,
     tx_index: Vec<u64>,
@@ -203,10 +202,8 @@ struct Emu<'a> {
     link_drops: u64,
     pfc_pauses: u64,
     frames: u64,
-    finished: usize,
     last_delivery: Nanos,
     last_progress: Instant,
-    cc_trace: Vec<(FlowId, fablab_dataplane::nic::sender::CcChange)>,
     drops: Drops,
     pcap: Vec<Option<PcapSink<std::io::BufWriter<std::fs::File>>>>,
     pcap_paths: Vec<PathBuf>,
@@ -420,7 +417,7 @@ pub fn run(
         scratch: vec![0; BUF_LEN],
         payload: vec![0; BUF_LEN],
         rx: Vec::with_capacity(RX_BATCH),
-        runs: (0..flows).map(|_| FlowRun::default()).collect(),
+        progress: Progress::new(flows),
         dependents,
         pending_starts: starts.into(),
         tx_index: vec![0; flows],
@@ -433,10 +430,8 @@ pub fn run(
         link_drops: 0,
         pfc_pauses: 0,
         frames: 0,
-        finished: 0,
         last_delivery: 0,
         last_progress: Instant::now(),
-        cc_trace: Vec::new(),
         drops: Drops::default(),
         pcap,
         pcap_paths,
@@ -535,15 +530,18 @@ impl Emu<'_> {
             if self.cfg.duration.is_some_and(|d| now >= d) {
                 return Ok(false);
             }
-            if !serve && self.cfg.duration.is_none() && self.finished == self.runs.len() {
+            if !serve
+                && self.cfg.duration.is_none()
+                && self.progress.finished == self.progress.runs.len()
+            {
                 return Ok(false);
             }
             if !serve && self.cfg.duration.is_none() && self.last_progress.elapsed() > STALL_LIMIT {
                 tracing::warn!(
                     "no flow made progress for {} s; stopping with {} of {} flows finished",
                     STALL_LIMIT.as_secs(),
-                    self.finished,
-                    self.runs.len()
+                    self.progress.finished,
+                    self.progress.runs.len()
                 );
                 return Ok(false);
             }
@@ -650,7 +648,7 @@ impl Emu<'_> {
             }
             self.pending_starts.pop_front();
             let f = self.fab.flows[flow as usize];
-            self.runs[flow as usize].started = Some(now);
+            self.progress.runs[flow as usize].started = Some(now);
             self.last_progress = Instant::now();
             let spec = fablab_dataplane::nic::sender::FlowSpec {
                 flow: f.id,
@@ -871,41 +869,19 @@ impl Emu<'_> {
 
     fn drain_nic(&mut self, h: u32, now: Nanos) {
         while let Some(ev) = self.fab.nics[h as usize].poll_event() {
-            match ev {
-                NicEvent::Delivered {
-                    flow,
-                    offset,
-                    bytes,
-                } => {
-                    let r = &mut self.runs[flow as usize];
-                    if offset != r.delivered {
-                        r.order_violations += 1;
-                    }
-                    r.delivered = r.delivered.max(offset + bytes);
+            match self.progress.apply(ev) {
+                Step::Delivered => {
                     self.last_delivery = now;
                     self.last_progress = Instant::now();
                 }
-                NicEvent::ReceiverDone { flow, at } => {
-                    self.runs[flow as usize].rx_done = Some(at);
-                    self.maybe_finished(flow);
+                Step::ReceiverDone(flow) => {
                     for k in 0..self.dependents[flow as usize].len() {
                         let d = self.dependents[flow as usize][k];
                         self.pending_starts.push_front((now, d));
                     }
                 }
-                NicEvent::SenderDone { flow, at } => {
-                    self.runs[flow as usize].tx_done = Some(at);
-                    self.maybe_finished(flow);
-                }
-                NicEvent::CcChange { flow, change } => self.cc_trace.push((flow, change)),
+                Step::Other => {}
             }
-        }
-    }
-
-    fn maybe_finished(&mut self, flow: FlowId) {
-        let r = &self.runs[flow as usize];
-        if r.rx_done.is_some() && r.tx_done.is_some() {
-            self.finished += 1;
         }
     }
 
@@ -1055,7 +1031,7 @@ impl Emu<'_> {
             cfg: self.cfg,
             topo: &self.fab.topo,
             flows: &self.fab.flows,
-            runs: &self.runs,
+            runs: &self.progress.runs,
             nics: &self.fab.nics,
             port_stats: self
                 .fab
@@ -1070,7 +1046,7 @@ impl Emu<'_> {
             now: self.now(),
             last_delivery: self.last_delivery,
             base_rtt: self.fab.base_rtt,
-            cc_trace: &self.cc_trace,
+            cc_trace: &self.progress.cc_trace,
         })
     }
 }
