@@ -79,6 +79,22 @@ impl FramePool {
         &mut self.bytes[r.start..r.start + n]
     }
 
+    /// Frame `src` to read and the whole buffer `dst` to write into (then
+    /// [`set_len`](Self::set_len)): a frame rewritten into another buffer without a
+    /// copy in between. `src` and `dst` must differ.
+    pub fn pair(&mut self, src: u32, dst: u32) -> (&[u8], &mut [u8]) {
+        assert_ne!(src, dst, "a frame cannot be rewritten into its own buffer");
+        let (rs, rd) = (self.range(src), self.range(dst));
+        let n = self.len(src);
+        if rs.start < rd.start {
+            let (a, b) = self.bytes.split_at_mut(rd.start);
+            (&a[rs.start..rs.start + n], &mut b[..BUF_LEN])
+        } else {
+            let (a, b) = self.bytes.split_at_mut(rs.start);
+            (&b[..n], &mut a[rd.start..rd.end])
+        }
+    }
+
     /// The whole buffer, to write a frame into (then [`set_len`](Self::set_len)).
     pub fn buf_mut(&mut self, b: u32) -> &mut [u8] {
         let r = self.range(b);
@@ -269,6 +285,29 @@ mod tests {
             let mut b = bytes.clone();
             let _ = forward_plain(&mut b, [1; 6], [2; 6], ce);
         }
+    }
+
+    #[test]
+    fn pool_pairs_a_frame_with_another_buffer_either_way() {
+        let mut p = FramePool::new(3);
+        p.fill(0, b"first");
+        p.fill(2, b"third frame");
+        for (src, dst) in [(0, 2), (2, 0), (2, 1)] {
+            let want = p.frame(src).to_vec();
+            let (frame, out) = p.pair(src, dst);
+            assert_eq!(frame, &want[..]);
+            assert_eq!(out.len(), BUF_LEN);
+            out[..frame.len()].copy_from_slice(frame);
+            p.set_len(dst, want.len());
+            assert_eq!(p.frame(dst), &want[..]);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "its own buffer")]
+    fn pool_refuses_to_pair_a_buffer_with_itself() {
+        let mut p = FramePool::new(2);
+        let _ = p.pair(1, 1);
     }
 
     #[test]

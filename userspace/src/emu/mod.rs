@@ -158,10 +158,29 @@ struct Egress {
 /// What a switch keeps about a queued frame.
 #[derive(Debug, Clone, Copy)]
 enum Stored {
-    /// A fablab frame, decoded (the switch may have set CE and INT on it).
-    Fablab { pkt: Packet, first: bool, ttl: u8 },
+    /// A fablab frame, decoded (the switch may have set CE and INT on it), and
+    /// where its payload lies in the stored frame.
+    Fablab {
+        pkt: Packet,
+        first: bool,
+        ttl: u8,
+        payload_at: u32,
+        payload_len: u32,
+    },
     /// Any other IPv4 packet; `pkt` is the stand-in the switch queued.
     Plain { pkt: Packet },
+}
+
+/// Where `payload` (a slice of `frame`, or empty) starts in `frame`.
+fn payload_offset(frame: &[u8], payload: &[u8]) -> u32 {
+    if payload.is_empty() {
+        return 0;
+    }
+    let at = (payload.as_ptr() as usize).checked_sub(frame.as_ptr() as usize);
+    match at {
+        Some(at) if at + payload.len() <= frame.len() => at as u32,
+        _ => unreachable!("the codec's payload is a slice of the frame it decoded"),
+    }
 }
 
 /// A pause or resume travelling to a port.
@@ -186,7 +205,6 @@ struct Emu<'a> {
     egress: Vec<Egress>,
     pool: FramePool,
     stored: Vec<Option<Stored>>,
-    scratch: Vec<u8>,
     payload: Vec<u8>,
     rx: Vec<u32>,
     progress: Progress,
@@ -414,7 +432,6 @@ pub fn run(
         egress,
         stored,
         pool,
-        scratch: vec![0; BUF_LEN],
         payload: vec![0; BUF_LEN],
         rx: Vec::with_capacity(RX_BATCH),
         progress: Progress::new(flows),
@@ -802,6 +819,8 @@ impl Emu<'_> {
                     pkt: d.pkt,
                     first: d.first,
                     ttl: d.ttl,
+                    payload_at: payload_offset(self.pool.frame(b), d.payload),
+                    payload_len: d.payload.len() as u32,
                 }),
                 Err(e) => Err(decode_reason(&e)),
             },
@@ -838,7 +857,19 @@ impl Emu<'_> {
         match verdict {
             Verdict::Enqueued { .. } => {
                 self.stored[b as usize] = Some(match stored {
-                    Stored::Fablab { first, ttl, .. } => Stored::Fablab { pkt, first, ttl },
+                    Stored::Fablab {
+                        first,
+                        ttl,
+                        payload_at,
+                        payload_len,
+                        ..
+                    } => Stored::Fablab {
+                        pkt,
+                        first,
+                        ttl,
+                        payload_at,
+                        payload_len,
+                    },
                     Stored::Plain { .. } => Stored::Plain { pkt },
                 });
             }
@@ -985,45 +1016,53 @@ impl Emu<'_> {
         let b = d.handle;
         let i = self.idx(node, port);
         let (src, dst) = (self.egress[i].src_mac, self.egress[i].dst_mac);
-        let ok = match self.stored[b as usize].take() {
+        let out = match self.stored[b as usize].take() {
             Some(Stored::Fablab {
                 mut pkt,
                 first,
                 ttl,
+                payload_at,
+                payload_len,
             }) => {
                 if let Some(hop) = d.int_hop {
                     if pkt.kind == Kind::Data && pkt.int_enabled {
                         pkt.int.push(hop);
                     }
                 }
-                // Re-emit with this hop's changes (INT, CE, MACs, TTL); the payload
-                // is the frame's own.
-                let frame = self.pool.frame(b);
-                let payload: &[u8] = match codec::decode(frame) {
-                    Ok(d) => d.payload,
-                    Err(_) => &[],
+                // Re-emit with this hop's changes (INT, CE, MACs, TTL) into a fresh
+                // buffer, the payload straight from the stored frame.
+                let Some(nb) = self.pool.alloc() else {
+                    Drops::count(&mut self.drops.switch, "frame pool exhausted");
+                    self.free(b);
+                    return None;
                 };
+                let at = payload_at as usize;
+                let (frame, out) = self.pool.pair(b, nb);
+                let payload = &frame[at..at + payload_len as usize];
                 let f = codec::frame_of(&pkt, payload, first, src, dst, ttl.saturating_sub(1));
-                match f.emit(&mut self.scratch) {
+                let emitted = match f.emit(out) {
                     Ok(n) => {
-                        self.pool.fill(b, &self.scratch[..n]);
-                        true
+                        self.pool.set_len(nb, n);
+                        Some(nb)
                     }
-                    Err(_) => false,
-                }
+                    Err(_) => {
+                        self.pool.free(nb);
+                        None
+                    }
+                };
+                self.free(b);
+                emitted
             }
             Some(Stored::Plain { pkt }) => {
-                link::forward_plain(self.pool.frame_mut(b), src, dst, pkt.is_ce())
+                link::forward_plain(self.pool.frame_mut(b), src, dst, pkt.is_ce()).then_some(b)
             }
-            None => false,
+            None => None,
         };
-        if ok {
-            Some(b)
-        } else {
+        let Some(out) = out else {
             Drops::count(&mut self.drops.switch, "TTL expired or frame unwritable");
-            self.free(b);
-            None
-        }
+            return None;
+        };
+        Some(out)
     }
 
     fn report(&self) -> Report {
