@@ -34,7 +34,7 @@ use fablab_testbed::{in_netns, Plan, Testbed};
 
 use crate::emu;
 use crate::emu::session::{open_afpacket, ports_of, veth_mtu};
-use crate::io::{AfPacket, AfPacketConfig, IoStats, PacketIo};
+use crate::io::{AfPacket, AfPacketConfig, PacketIo, Unserved};
 
 /// The switch of the bench topology (hosts 0 and 1 come first).
 const SWITCH: u32 = 2;
@@ -176,12 +176,21 @@ fn with_fablab_switch<T>(
         let handle = s.spawn(move || {
             let open = |ns: &str, ifname: &str| -> anyhow::Result<Box<dyn PacketIo>> {
                 if ports_node(plan, ifname).is_some_and(|n| n < hosts) {
-                    Ok(Box::new(Unserved(ifname.to_string())))
+                    Ok(Box::new(Unserved::new(ifname)))
                 } else {
                     open_afpacket(ns, ifname, plan.mtu)
                 }
             };
-            emu::run(cfg, &Registry::default(), ports, &open, None, stop2, true)
+            emu::run(
+                cfg,
+                &Registry::default(),
+                ports,
+                &open,
+                None,
+                stop2,
+                true,
+                1,
+            )
         });
         // The switch opens its sockets within milliseconds.
         std::thread::sleep(Duration::from_millis(300));
@@ -300,33 +309,6 @@ fn parse_proc_stat(stat: &str) -> Option<CpuTimes> {
         total,
         cores: cores.max(1),
     })
-}
-
-/// A port the bench does not serve (the hosts' side: the generator and the counter
-/// use those interfaces directly). Never has frames; discards what it is given.
-#[derive(Debug)]
-struct Unserved(String);
-
-impl PacketIo for Unserved {
-    fn name(&self) -> &str {
-        &self.0
-    }
-    fn fd(&self) -> std::os::fd::RawFd {
-        // poll(2) ignores negative descriptors.
-        -1
-    }
-    fn recv(&mut self, _max: usize, _f: &mut dyn FnMut(&[u8])) -> std::io::Result<usize> {
-        Ok(0)
-    }
-    fn send(&mut self, _frame: &[u8]) -> std::io::Result<bool> {
-        Ok(true)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn stats(&self) -> IoStats {
-        IoStats::default()
-    }
 }
 
 /// The table `fablab bench switch` prints.

@@ -95,6 +95,11 @@ enum Command {
         /// an interface (fl-s0p1), a switch port (leaf0:1) or `all`.
         #[arg(long, value_name = "PORT_OR_ALL")]
         pcap: Option<String>,
+        /// emu: datapath threads. 2 runs the hosts' NICs and the switches on
+        /// separate cores: more traffic before the CPU limits, but more late
+        /// wake-ups on a small VM (docs/emu.md). Runs with PFC use 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        threads: u8,
     },
     /// Run variants of a scenario and print one table, a row per variant.
     Compare {
@@ -242,6 +247,7 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             trace,
             io,
             pcap,
+            threads,
         } => {
             let s = load(&scenario, &sets, seed, registry)?;
             if mode == Mode::Xdp {
@@ -249,6 +255,9 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             }
             if mode == Mode::Sim && pcap.is_some() {
                 anyhow::bail!("--pcap captures real frames: it needs --mode emu");
+            }
+            if mode == Mode::Sim && threads != 1 {
+                anyhow::bail!("--threads sets the emu's datapath threads: it needs --mode emu");
             }
             let mut cfg = run::sim_config(&s, &scenario)?;
             cfg.trace_cc = trace.contains(&Trace::Cc);
@@ -270,8 +279,14 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                     dir: dir.join("pcap"),
                     which,
                 });
-                let e = emu::session::run_emu(&cfg, registry, capture.as_ref(), backend)
-                    .with_context(|| format!("{}: --mode emu", scenario.display()))?;
+                let e = emu::session::run_emu(
+                    &cfg,
+                    registry,
+                    capture.as_ref(),
+                    backend,
+                    usize::from(threads),
+                )
+                .with_context(|| format!("{}: --mode emu", scenario.display()))?;
                 let result = run::SimRun {
                     report: e.report.clone(),
                     wall: e.wall,

@@ -59,6 +59,8 @@ const RX_BATCH: usize = 64;
 /// How late a pacer may start a frame and still count it as starting on time (the
 /// loop's own latency; beyond this an idle link simply starts now).
 const PACER_SLACK: Nanos = 20_000;
+/// The emu's floor under the NICs' retransmission timeout (see `run`).
+const RTO_FLOOR: Nanos = 10_000_000;
 /// Wall time without any delivery or flow start after which an unbounded run is
 /// declared stuck.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
@@ -304,8 +306,38 @@ fn unwrap_psn(near: u64, psn: u32) -> u64 {
         .unwrap_or(cand)
 }
 
+/// Which nodes one datapath thread serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The whole fabric.
+    All,
+    /// The hosts' NICs (and the flows, their timers and the delivery checks).
+    Hosts,
+    /// The switches (and their queues, INT and PFC).
+    Switches,
+}
+
+impl Role {
+    fn serves(self, is_host: bool) -> bool {
+        match self {
+            Role::All => true,
+            Role::Hosts => is_host,
+            Role::Switches => !is_host,
+        }
+    }
+}
+
 /// Runs `cfg`'s traffic over the ports `open_port` opens. `ports` lists every port of
 /// the fabric (every host's port 0 and every switch port) in node order.
+///
+/// With `threads == 2` the run uses two datapath threads, one for the hosts' NICs
+/// and one for the switches: they share nothing but the veths between them (every
+/// frame crosses the kernel anyway), so each runs the same loop over its own nodes'
+/// ports and the results are merged. That carries more traffic before the CPU is
+/// the limit, but on a small VM two sleeping threads also get woken late more often
+/// (docs/emu.md). Runs with PFC (pause signals go from a switch to its neighbours
+/// inside the process) and `testbed serve` always use one thread.
+#[allow(clippy::too_many_arguments)] // one call site per driver: CLI run, serve, bench
 pub fn run(
     cfg: &SimConfig,
     registry: &Registry,
@@ -314,34 +346,45 @@ pub fn run(
     capture: Option<&Capture>,
     stop: Arc<AtomicBool>,
     serve: bool,
+    threads: usize,
 ) -> anyhow::Result<EmuRun> {
+    anyhow::ensure!(
+        threads == 1 || threads == 2,
+        "--threads {threads}: the emu runs on 1 or 2 datapath threads"
+    );
     // The NICs' pacers may catch up by as much as a link's pacer does: the loop
     // polls them a little late.
     let mut nic_cfg = cfg.clone();
     nic_cfg.nic.pacing_slack = PACER_SLACK;
-    let mut fab = Fabric::build(&nic_cfg, registry).map_err(|e| anyhow::anyhow!(e))?;
-    // Timed sleeps end within a microsecond of their deadline instead of the default
-    // 50 µs slack: pacers on slow links sleep between frames.
-    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and changes only this
-    // thread's timer slack; it cannot fail for a value > 0.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong) };
-    if serve {
-        // Serving a testbed: the hosts' own programs make the traffic.
-        fab.flows.clear();
-    }
-    let topo = &fab.topo;
-    let mut first_port = Vec::with_capacity(topo.node_count());
+    // A machine that stalls the loop for milliseconds now and then (measured: up to
+    // ~6 ms on the 2-core VM) would otherwise fire every flow's retransmission timer
+    // at once and flood the fabric with retransmissions of packets still on their
+    // way; losses are still found sooner by RACK and NACKs.
+    nic_cfg.nic.rto_min = cfg.nic.rto_min.max(RTO_FLOOR);
+    let topo = fablab_dataplane::sim::topology::Topology::build(&cfg.topology);
     let mut n = 0;
-    for node in 0..topo.node_count() {
-        first_port.push(n);
-        n += topo.ports[node].len();
+    for (i, ps) in ports.iter().enumerate() {
+        let first: usize = (0..ps.node as usize).map(|k| topo.ports[k].len()).sum();
+        anyhow::ensure!(
+            (ps.node as usize) < topo.node_count() && first + usize::from(ps.port) == i,
+            "testbed port {} ({}) is out of node order",
+            i,
+            ps.ifname
+        );
+        n += 1;
     }
+    let total: usize = (0..topo.node_count()).map(|k| topo.ports[k].len()).sum();
     anyhow::ensure!(
-        ports.len() == n,
-        "the testbed has {} ports, the topology {}",
-        ports.len(),
-        n
+        n == total,
+        "the testbed has {n} ports, the topology {total}"
     );
+    if let Some(c) = capture {
+        anyhow::ensure!(
+            ports.iter().any(|ps| wanted(c, &topo, ps)),
+            "--pcap {}: no such port; name an interface (fl-s0p1), a switch port (leaf0:1) or `all`",
+            c.which
+        );
+    }
     let opened: Vec<anyhow::Result<Box<dyn PacketIo>>> = std::thread::scope(|s| {
         let handles: Vec<_> = ports
             .iter()
@@ -356,144 +399,276 @@ pub fn run(
     for (ps, r) in ports.iter().zip(opened) {
         io.push(r.with_context(|| format!("opening {} in {}", ps.ifname, ps.netns))?);
     }
-    let mut egress = Vec::with_capacity(n);
-    let mut pcap = Vec::with_capacity(n);
-    let mut pcap_paths = Vec::new();
-    for (i, ps) in ports.iter().enumerate() {
-        let (node, port) = (ps.node, ps.port);
-        anyhow::ensure!(
-            first_port[node as usize] + usize::from(port) == i,
-            "testbed port {} ({}) is out of node order",
-            i,
-            ps.ifname
-        );
-        let l = &topo.links[topo.ports[node as usize][usize::from(port)]];
-        let peer = topo.peer(node, port);
-        egress.push(Egress {
-            node,
-            port,
-            peer,
-            rate_mbps: l.rate_mbps,
-            base_rate_mbps: l.rate_mbps,
-            delay: l.delay,
-            loss: 0.0,
-            up: true,
-            paused: false,
-            busy_until: 0,
-            line: VecDeque::with_capacity(1024),
-            src_mac: port_mac(node, port),
-            dst_mac: port_mac(peer.node, peer.port),
+    if threads == 2 && cfg.pfc.is_some() {
+        tracing::info!("PFC is on: one datapath thread (pause signals stay inside it)");
+    }
+    let two = threads == 2 && !serve && cfg.pfc.is_none();
+    if !two {
+        let mut emu = Emu::new(
+            &nic_cfg,
+            cfg,
+            registry,
+            ports,
+            io,
+            capture,
+            Role::All,
+            serve,
+        )?;
+        if serve {
+            std::fs::write(session::SERVE_READY_FILE, std::process::id().to_string())
+                .with_context(|| format!("writing {}", session::SERVE_READY_FILE))?;
+        }
+        emu.start = Instant::now();
+        let interrupted = emu.run_loop(&stop, serve)?;
+        let report = emu.report(None);
+        return emu.finish(report, interrupted, None);
+    }
+    // Two threads: every port's I/O goes to the thread of its node; the other
+    // thread holds a stand-in that never has frames.
+    let mut host_io = Vec::with_capacity(n);
+    let mut switch_io = Vec::with_capacity(n);
+    for (ps, real) in ports.iter().zip(io) {
+        let stand_in: Box<dyn PacketIo> = Box::new(crate::io::Unserved::new(&ps.ifname));
+        if topo.is_host(ps.node) {
+            host_io.push(real);
+            switch_io.push(stand_in);
+        } else {
+            host_io.push(stand_in);
+            switch_io.push(real);
+        }
+    }
+    let switches_stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let ports2 = ports.clone();
+    std::thread::scope(|s| {
+        let sw = s.spawn(|| -> anyhow::Result<Emu<'_>> {
+            let mut e = Emu::new(
+                &nic_cfg,
+                cfg,
+                registry,
+                ports2,
+                switch_io,
+                capture,
+                Role::Switches,
+                false,
+            )?;
+            e.start = start;
+            // Until the hosts' thread is done: the switches cannot tell on their own.
+            e.run_loop(&switches_stop, true)?;
+            Ok(e)
         });
-        let name = format!("{}:{}", topo.names[node as usize], port);
-        let wanted =
-            capture.filter(|c| c.which == "all" || c.which == ps.ifname || c.which == name);
-        match wanted {
-            Some(c) => {
-                std::fs::create_dir_all(&c.dir)
-                    .with_context(|| format!("creating {}", c.dir.display()))?;
-                let path = c.dir.join(format!("{}.pcap", ps.ifname));
-                pcap.push(Some(PcapSink::create(&path)?));
-                pcap_paths.push(path);
-            }
-            None => pcap.push(None),
-        }
-    }
-    if let Some(c) = capture {
-        anyhow::ensure!(
-            !pcap_paths.is_empty(),
-            "--pcap {}: no such port; name an interface (fl-s0p1), a switch port (leaf0:1) or `all`",
-            c.which
-        );
-    }
-    let flows = fab.flows.len();
-    let mut dependents = vec![Vec::new(); flows];
-    let mut starts = Vec::new();
-    for f in &fab.flows {
-        anyhow::ensure!(
-            f.id <= U24_MASK,
-            "flow {} does not fit a 24-bit queue pair number",
-            f.id
-        );
-        match f.after {
-            Some(a) => dependents[a as usize].push(f.id),
-            None => starts.push((f.start, f.id)),
-        }
-    }
-    starts.sort();
-    let pool = FramePool::new(8192);
-    let stored = vec![None; pool.capacity()];
-    let mut emu = Emu {
-        cfg,
-        registry,
-        start: Instant::now(),
-        ports,
-        first_port,
-        io,
-        egress,
-        stored,
-        pool,
-        payload: vec![0; BUF_LEN],
-        rx: Vec::with_capacity(RX_BATCH),
-        progress: Progress::new(flows),
-        dependents,
-        pending_starts: starts.into(),
-        tx_index: vec![0; flows],
-        rx_index: vec![0; flows],
-        pfc: VecDeque::new(),
-        faults_applied: 0,
-        rng: Rng::fork(cfg.seed, 5),
-        queue_samples: SampleCounts::default(),
-        next_sample: 0,
-        link_drops: 0,
-        pfc_pauses: 0,
-        frames: 0,
-        last_delivery: 0,
-        last_progress: Instant::now(),
-        drops: Drops::default(),
-        pcap,
-        pcap_paths,
-        pollfds: Vec::new(),
-        resume_at: 0,
-        late_max: 0,
-        stalls: 0,
-        fab,
-    };
-    emu.pollfds = emu
-        .io
-        .iter()
-        .map(|io| libc::pollfd {
-            fd: io.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    if serve {
-        std::fs::write(session::SERVE_READY_FILE, std::process::id().to_string())
-            .with_context(|| format!("writing {}", session::SERVE_READY_FILE))?;
-    }
-    let interrupted = emu.run_loop(&stop, serve)?;
-    let wall = emu.start.elapsed();
-    for sink in emu.pcap.iter_mut() {
-        if let Some(s) = sink.take() {
-            s.finish()?;
-        }
-    }
-    let report = emu.report();
-    Ok(EmuRun {
-        report,
-        wall,
-        io: emu
-            .ports
-            .iter()
-            .zip(&emu.io)
-            .map(|(p, io)| (p.ifname.clone(), io.stats()))
-            .collect(),
-        drops: std::mem::take(&mut emu.drops),
-        interrupted,
-        pcaps: std::mem::take(&mut emu.pcap_paths),
-        late_max: emu.late_max,
-        stalls: emu.stalls,
+        let hosts = (|| -> anyhow::Result<(Emu<'_>, bool)> {
+            let mut e = Emu::new(
+                &nic_cfg,
+                cfg,
+                registry,
+                ports,
+                host_io,
+                capture,
+                Role::Hosts,
+                false,
+            )?;
+            e.start = start;
+            let interrupted = e.run_loop(&stop, false)?;
+            Ok((e, interrupted))
+        })();
+        switches_stop.store(true, Ordering::Relaxed);
+        let switches = sw
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            .context("the switches' datapath thread")?;
+        let (mut hosts, interrupted) = hosts.context("the hosts' datapath thread")?;
+        let report = hosts.report(Some(&switches));
+        hosts.finish(report, interrupted, Some(switches))
     })
+}
+
+/// Whether `--pcap` asks for port `ps`.
+fn wanted(c: &Capture, topo: &fablab_dataplane::sim::topology::Topology, ps: &PortSpec) -> bool {
+    let name = format!("{}:{}", topo.names[ps.node as usize], ps.port);
+    c.which == "all" || c.which == ps.ifname || c.which == name
+}
+
+impl<'a> Emu<'a> {
+    /// One datapath thread's state for `role`'s nodes, over `io` (one per port, in
+    /// port order; stand-ins for the ports of nodes it does not serve).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        nic_cfg: &SimConfig,
+        cfg: &'a SimConfig,
+        registry: &'a Registry,
+        ports: Vec<PortSpec>,
+        io: Vec<Box<dyn PacketIo>>,
+        capture: Option<&Capture>,
+        role: Role,
+        serve: bool,
+    ) -> anyhow::Result<Emu<'a>> {
+        let mut fab = Fabric::build(nic_cfg, registry).map_err(|e| anyhow::anyhow!(e))?;
+        // Timed sleeps end within a microsecond of their deadline instead of the
+        // default 50 µs slack: pacers on slow links sleep between frames.
+        // SAFETY: PR_SET_TIMERSLACK takes an integer argument and changes only this
+        // thread's timer slack; it cannot fail for a value > 0.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong) };
+        if serve || role == Role::Switches {
+            // Serving a testbed: the hosts' own programs make the traffic. The
+            // switches' thread: the hosts' thread runs the flows.
+            fab.flows.clear();
+        }
+        let topo = &fab.topo;
+        let mut first_port = Vec::with_capacity(topo.node_count());
+        let mut n = 0;
+        for node in 0..topo.node_count() {
+            first_port.push(n);
+            n += topo.ports[node].len();
+        }
+        let mut egress = Vec::with_capacity(n);
+        let mut pcap = Vec::with_capacity(n);
+        let mut pcap_paths = Vec::new();
+        for ps in &ports {
+            let (node, port) = (ps.node, ps.port);
+            let l = &topo.links[topo.ports[node as usize][usize::from(port)]];
+            let peer = topo.peer(node, port);
+            egress.push(Egress {
+                node,
+                port,
+                peer,
+                rate_mbps: l.rate_mbps,
+                base_rate_mbps: l.rate_mbps,
+                delay: l.delay,
+                loss: 0.0,
+                up: true,
+                paused: false,
+                busy_until: 0,
+                line: VecDeque::with_capacity(1024),
+                src_mac: port_mac(node, port),
+                dst_mac: port_mac(peer.node, peer.port),
+            });
+            match capture.filter(|c| role.serves(topo.is_host(node)) && wanted(c, topo, ps)) {
+                Some(c) => {
+                    std::fs::create_dir_all(&c.dir)
+                        .with_context(|| format!("creating {}", c.dir.display()))?;
+                    let path = c.dir.join(format!("{}.pcap", ps.ifname));
+                    pcap.push(Some(PcapSink::create(&path)?));
+                    pcap_paths.push(path);
+                }
+                None => pcap.push(None),
+            }
+        }
+        let flows = fab.flows.len();
+        let mut dependents = vec![Vec::new(); flows];
+        let mut starts = Vec::new();
+        for f in &fab.flows {
+            anyhow::ensure!(
+                f.id <= U24_MASK,
+                "flow {} does not fit a 24-bit queue pair number",
+                f.id
+            );
+            match f.after {
+                Some(a) => dependents[a as usize].push(f.id),
+                None => starts.push((f.start, f.id)),
+            }
+        }
+        starts.sort();
+        let pool = FramePool::new(8192);
+        let stored = vec![None; pool.capacity()];
+        let pollfds = io
+            .iter()
+            .map(|io| libc::pollfd {
+                fd: io.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        Ok(Emu {
+            cfg,
+            registry,
+            start: Instant::now(),
+            ports,
+            first_port,
+            io,
+            egress,
+            stored,
+            pool,
+            payload: vec![0; BUF_LEN],
+            rx: Vec::with_capacity(RX_BATCH),
+            progress: Progress::new(flows),
+            dependents,
+            pending_starts: starts.into(),
+            tx_index: vec![0; flows],
+            rx_index: vec![0; flows],
+            pfc: VecDeque::new(),
+            faults_applied: 0,
+            rng: Rng::fork(cfg.seed, 5),
+            queue_samples: SampleCounts::default(),
+            next_sample: 0,
+            link_drops: 0,
+            pfc_pauses: 0,
+            frames: 0,
+            last_delivery: 0,
+            last_progress: Instant::now(),
+            drops: Drops::default(),
+            pcap,
+            pcap_paths,
+            pollfds,
+            resume_at: 0,
+            late_max: 0,
+            stalls: 0,
+            fab,
+        })
+    }
+
+    /// Closes the captures and hands over what the run measured, merged with the
+    /// switches' thread's when there was one.
+    fn finish(
+        &mut self,
+        report: Report,
+        interrupted: bool,
+        switches: Option<Emu<'a>>,
+    ) -> anyhow::Result<EmuRun> {
+        let wall = self.start.elapsed();
+        let mut parts = vec![&mut *self];
+        let mut sw = switches;
+        if let Some(s) = sw.as_mut() {
+            parts.push(s);
+        }
+        let mut run = EmuRun {
+            report,
+            wall,
+            io: Vec::new(),
+            drops: Drops::default(),
+            interrupted,
+            pcaps: Vec::new(),
+            late_max: 0,
+            stalls: 0,
+        };
+        for e in parts {
+            for sink in e.pcap.iter_mut() {
+                if let Some(s) = sink.take() {
+                    s.finish()?;
+                }
+            }
+            run.pcaps.append(&mut e.pcap_paths);
+            for (k, (p, io)) in e.ports.iter().zip(&e.io).enumerate() {
+                let st = io.stats();
+                match run.io.get_mut(k) {
+                    Some((_, acc)) => acc.add(&st),
+                    None => run.io.push((p.ifname.clone(), st)),
+                }
+            }
+            for (map, from) in [
+                (&mut run.drops.switch, &e.drops.switch),
+                (&mut run.drops.host, &e.drops.host),
+            ] {
+                for (reason, n) in from {
+                    *map.entry(reason.clone()).or_insert(0) += n;
+                }
+            }
+            run.late_max = run.late_max.max(e.late_max);
+            run.stalls += e.stalls;
+        }
+        run.pcaps.sort();
+        Ok(run)
+    }
 }
 
 impl Drop for Emu<'_> {
@@ -526,7 +701,6 @@ impl Emu<'_> {
     /// Returns whether the run was interrupted. With `serve` it runs until stopped,
     /// forwarding whatever the hosts send (`fablab testbed up`).
     fn run_loop(&mut self, stop: &AtomicBool, serve: bool) -> anyhow::Result<bool> {
-        self.start = Instant::now();
         self.last_progress = Instant::now();
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -1065,23 +1239,30 @@ impl Emu<'_> {
         Some(out)
     }
 
-    fn report(&self) -> Report {
+    /// The report: flows, NICs and deliveries from this thread, switch queues and
+    /// counters from `switches` when that thread ran them.
+    fn report(&self, switches: Option<&Emu<'_>>) -> Report {
+        let sw = switches.unwrap_or(self);
+        let (link_drops, frames) = match switches {
+            Some(s) => (self.link_drops + s.link_drops, self.frames + s.frames),
+            None => (self.link_drops, self.frames),
+        };
         metrics::build_report(&RunView {
             cfg: self.cfg,
             topo: &self.fab.topo,
             flows: &self.fab.flows,
             runs: &self.progress.runs,
             nics: &self.fab.nics,
-            port_stats: self
+            port_stats: sw
                 .fab
                 .switches
                 .iter()
                 .map(|sw| (0..sw.port_count() as u16).map(|p| sw.stats(p)).collect())
                 .collect(),
-            queue_samples: &self.queue_samples,
-            link_drops: self.link_drops,
-            pfc_pauses: self.pfc_pauses,
-            events: self.frames,
+            queue_samples: &sw.queue_samples,
+            link_drops,
+            pfc_pauses: sw.pfc_pauses,
+            events: frames,
             now: self.now(),
             last_delivery: self.last_delivery,
             base_rtt: self.fab.base_rtt,

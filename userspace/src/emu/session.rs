@@ -147,6 +147,7 @@ pub fn testbed_serve(cfg: &SimConfig, registry: &Registry) -> anyhow::Result<()>
         None,
         stop,
         true,
+        1,
     )?;
     Ok(())
 }
@@ -205,6 +206,7 @@ pub fn run_emu(
     registry: &Registry,
     capture: Option<&Capture>,
     backend: IoBackend,
+    threads: usize,
 ) -> anyhow::Result<EmuRun> {
     fablab_testbed::require_privileges().context("--mode emu")?;
     let topo = Topology::build(&cfg.topology);
@@ -220,7 +222,7 @@ pub fn run_emu(
     let open = |ns: &str, ifname: &str| match backend {
         IoBackend::AfPacket => open_afpacket(ns, ifname, plan.mtu),
     };
-    let result = super::run(cfg, registry, ports, &open, capture, stop, false);
+    let result = super::run(cfg, registry, ports, &open, capture, stop, false, threads);
     let down = testbed.down().context("removing the testbed");
     let run = result?;
     down?;

@@ -26,6 +26,50 @@ pub struct IoStats {
     pub tx_errors: u64,
 }
 
+impl IoStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &IoStats) {
+        self.rx_frames += other.rx_frames;
+        self.tx_frames += other.tx_frames;
+        self.rx_kernel_drops += other.rx_kernel_drops;
+        self.rx_truncated += other.rx_truncated;
+        self.tx_errors += other.tx_errors;
+    }
+}
+
+/// A port some other thread (or program) serves: it never has frames and discards
+/// what it is given. A datapath thread holds one for each port it does not own.
+#[derive(Debug)]
+pub struct Unserved(String);
+
+impl Unserved {
+    pub fn new(ifname: &str) -> Unserved {
+        Unserved(ifname.to_string())
+    }
+}
+
+impl PacketIo for Unserved {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn fd(&self) -> std::os::fd::RawFd {
+        // poll(2) ignores negative descriptors.
+        -1
+    }
+    fn recv(&mut self, _max: usize, _f: &mut dyn FnMut(&[u8])) -> std::io::Result<usize> {
+        Ok(0)
+    }
+    fn send(&mut self, _frame: &[u8]) -> std::io::Result<bool> {
+        Ok(true)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn stats(&self) -> IoStats {
+        IoStats::default()
+    }
+}
+
 /// A port the datapath reads frames from and writes frames to.
 ///
 /// Meant for a single-threaded, level-triggered epoll loop: wait on [`fd`](Self::fd),
