@@ -71,9 +71,32 @@ pub struct Plan {
     /// without an address drops the fablab frames it also sees silently, instead of
     /// answering each with an ICMP port-unreachable that crosses the fabric.
     pub address_hosts: bool,
+    /// Give every veth end its `port_mac` (the default). Off when only fablab's
+    /// datapath reads the interfaces: each end then gets [`Plan::stray_mac`] of it,
+    /// so fablab's frames (addressed to `port_mac`) reach the namespace's kernel as
+    /// another host's (PACKET_OTHERHOST), which its IP stack drops on arrival instead
+    /// of routing each one, while the datapath's packet socket still sees them all.
+    pub kernel_sees_frames: bool,
 }
 
 impl Plan {
+    /// A MAC no fablab frame is addressed to: `mac` with its second byte changed
+    /// (still locally administered, unicast).
+    pub fn stray_mac(mac: [u8; 6]) -> [u8; 6] {
+        let mut m = mac;
+        m[1] ^= 0x01;
+        m
+    }
+
+    /// The MAC the interface of endpoint `e` gets under this plan.
+    pub fn interface_mac(&self, e: &Endpoint) -> [u8; 6] {
+        if self.kernel_sees_frames {
+            e.mac
+        } else {
+            Plan::stray_mac(e.mac)
+        }
+    }
+
     /// The plan of `topo` with the default names (`fl-h0`, `fl-s0p1`, ...).
     pub fn new(topo: &Topology, mtu: u32) -> Result<Plan, Error> {
         Plan::with_naming(topo, mtu, Naming::default())
@@ -167,6 +190,7 @@ impl Plan {
             veths,
             disable_offloads: true,
             address_hosts: true,
+            kernel_sees_frames: true,
         })
     }
 
@@ -223,6 +247,23 @@ mod tests {
             spines: 4,
             hosts_per_leaf: 4,
         })
+    }
+
+    #[test]
+    fn stray_macs_differ_from_every_port_mac_and_stay_local_unicast() {
+        let t = leaf_spine();
+        let mut p = Plan::new(&t, 1500).unwrap();
+        let e = p.nodes[0].ports[0].0.clone();
+        assert_eq!(p.interface_mac(&e), e.mac);
+        p.kernel_sees_frames = false;
+        let m = p.interface_mac(&e);
+        assert_ne!(m, e.mac);
+        assert_eq!(m[0] & 0x03, 0x02, "locally administered unicast");
+        for n in &p.nodes {
+            for (me, _) in &n.ports {
+                assert_ne!(p.interface_mac(me), me.mac);
+            }
+        }
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn build(plan: &Plan, created: &mut Vec<String>) -> Result<(), Error> {
         }
         // 2. Veths, each created directly with both ends in their namespaces, named,
         //    addressed, sized and up: one request per pair, many in flight.
-        stream::iter(plan.veths.iter().map(|v| add_veth(&root, v, plan.mtu)))
+        stream::iter(plan.veths.iter().map(|v| add_veth(&root, plan, v)))
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await?;
@@ -202,17 +202,18 @@ fn build(plan: &Plan, created: &mut Vec<String>) -> Result<(), Error> {
     }))
 }
 
-async fn add_veth(root: &Handle, v: &VethPlan, mtu: u32) -> Result<(), Error> {
+async fn add_veth(root: &Handle, plan: &Plan, v: &VethPlan) -> Result<(), Error> {
+    let mtu = plan.mtu;
     let what = || format!("creating veth {} <-> {}", v.a.ifname, v.b.ifname);
     let (na, nb) = (netns::open(&v.a.ns)?, netns::open(&v.b.ns)?);
     let peer = LinkUnspec::new_with_name(&v.b.ifname)
-        .address(v.b.mac.to_vec())
+        .address(plan.interface_mac(&v.b).to_vec())
         .mtu(mtu)
         .setns_by_fd(nb.as_raw_fd())
         .build();
     let msg = LinkVeth::new(&v.a.ifname, &v.b.ifname)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .address(v.a.mac.to_vec())
+        .address(plan.interface_mac(&v.a).to_vec())
         .mtu(mtu)
         .setns_by_fd(na.as_raw_fd())
         .build();

@@ -212,8 +212,10 @@ pub fn run_emu(
     let topo = Topology::build(&cfg.topology);
     let mut plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
     // fablab's NICs are the hosts: their kernels need no address (and without one
-    // they stay silent about the fablab frames they see too).
+    // they stay silent about the fablab frames they see too), and no namespace's
+    // kernel needs to look at the frames at all.
     plan.address_hosts = false;
+    plan.kernel_sees_frames = false;
     let stop = stop_flag()?;
     let testbed = Testbed::up(&plan).context("building the testbed")?;
     // From here on `testbed` is removed on every path: `down` below, or its Drop
