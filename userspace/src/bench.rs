@@ -190,6 +190,7 @@ fn with_fablab_switch<T>(
                 stop2,
                 true,
                 1,
+                None,
             )
         });
         // The switch opens its sockets within milliseconds.

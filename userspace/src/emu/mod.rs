@@ -337,6 +337,9 @@ impl Role {
 /// the limit, but on a small VM two sleeping threads also get woken late more often
 /// (docs/emu.md). Runs with PFC (pause signals go from a switch to its neighbours
 /// inside the process) and `testbed serve` always use one thread.
+///
+/// With `serve` it runs no flows and forwards whatever the hosts send until `stop`;
+/// `ready`, if given, is written (with this process's id) once every port is open.
 #[allow(clippy::too_many_arguments)] // one call site per driver: CLI run, serve, bench
 pub fn run(
     cfg: &SimConfig,
@@ -347,6 +350,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     serve: bool,
     threads: usize,
+    ready: Option<&std::path::Path>,
 ) -> anyhow::Result<EmuRun> {
     anyhow::ensure!(
         threads == 1 || threads == 2,
@@ -414,9 +418,9 @@ pub fn run(
             Role::All,
             serve,
         )?;
-        if serve {
-            std::fs::write(session::SERVE_READY_FILE, std::process::id().to_string())
-                .with_context(|| format!("writing {}", session::SERVE_READY_FILE))?;
+        if let Some(path) = ready {
+            std::fs::write(path, std::process::id().to_string())
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         emu.start = Instant::now();
         let interrupted = emu.run_loop(&stop, serve)?;

@@ -148,6 +148,7 @@ pub fn testbed_serve(cfg: &SimConfig, registry: &Registry) -> anyhow::Result<()>
         stop,
         true,
         1,
+        Some(std::path::Path::new(SERVE_READY_FILE)),
     )?;
     Ok(())
 }
@@ -224,7 +225,9 @@ pub fn run_emu(
     let open = |ns: &str, ifname: &str| match backend {
         IoBackend::AfPacket => open_afpacket(ns, ifname, plan.mtu),
     };
-    let result = super::run(cfg, registry, ports, &open, capture, stop, false, threads);
+    let result = super::run(
+        cfg, registry, ports, &open, capture, stop, false, threads, None,
+    );
     let down = testbed.down().context("removing the testbed");
     let run = result?;
     down?;
