@@ -72,6 +72,19 @@ pub enum FaultKind {
     Rate(f64),
 }
 
+impl FaultKind {
+    /// Changes one direction of a link (`up`, its loss probability and its rate,
+    /// `base_rate_mbps` being the rate it was built with) as this fault says.
+    pub fn apply(&self, up: &mut bool, loss: &mut f64, rate_mbps: &mut u32, base_rate_mbps: u32) {
+        match *self {
+            FaultKind::Down => *up = false,
+            FaultKind::Up => *up = true,
+            FaultKind::Loss(p) => *loss = p,
+            FaultKind::Rate(x) => *rate_mbps = ((f64::from(base_rate_mbps) * x) as u32).max(1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
     pub at: Nanos,
@@ -631,14 +644,8 @@ impl Simulator {
         for end in [link.a, link.b] {
             let (node, port) = (end.node, end.port);
             let e = &mut self.egress[node as usize][usize::from(port)];
-            match f.kind {
-                FaultKind::Down => e.up = false,
-                FaultKind::Up => e.up = true,
-                FaultKind::Loss(p) => e.loss = p,
-                FaultKind::Rate(x) => {
-                    e.rate_mbps = ((f64::from(e.base_rate_mbps) * x) as u32).max(1)
-                }
-            }
+            f.kind
+                .apply(&mut e.up, &mut e.loss, &mut e.rate_mbps, e.base_rate_mbps);
             let (up, rate) = (e.up, e.rate_mbps);
             if !self.topo.is_host(node) {
                 let s = (node - self.topo.hosts) as usize;

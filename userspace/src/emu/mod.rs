@@ -44,7 +44,7 @@ use fablab_dataplane::payload;
 use fablab_dataplane::rng::Rng;
 use fablab_dataplane::sim::metrics::{self, Progress, Report, RunView, SampleCounts, Step};
 use fablab_dataplane::sim::topology::PortRef;
-use fablab_dataplane::sim::{Fabric, FaultKind, SimConfig};
+use fablab_dataplane::sim::{Fabric, SimConfig};
 use fablab_dataplane::switch::{SwitchEvent, Verdict};
 use fablab_dataplane::wire::addr::{host_of_ip, port_mac};
 use fablab_dataplane::wire::frame::OVERHEAD;
@@ -870,14 +870,8 @@ impl Emu<'_> {
             for end in [link.a, link.b] {
                 let i = self.idx(end.node, end.port);
                 let e = &mut self.egress[i];
-                match f.kind {
-                    FaultKind::Down => e.up = false,
-                    FaultKind::Up => e.up = true,
-                    FaultKind::Loss(p) => e.loss = p,
-                    FaultKind::Rate(x) => {
-                        e.rate_mbps = ((f64::from(e.base_rate_mbps) * x) as u32).max(1)
-                    }
-                }
+                f.kind
+                    .apply(&mut e.up, &mut e.loss, &mut e.rate_mbps, e.base_rate_mbps);
                 let (up, rate) = (e.up, e.rate_mbps);
                 if !self.fab.topo.is_host(end.node) {
                     let s = (end.node - self.fab.topo.hosts) as usize;
