@@ -471,45 +471,28 @@ impl AfPacket {
             tp_frame_size: r.tp_frame_size,
             tp_frame_nr: r.tp_frame_nr,
         };
-        let rx_req = req(cfg.rx_blocks, 0);
-        let tx_req = req(cfg.tx_blocks, 0);
-        match cfg.rx_ring {
-            RxRing::V2 => {
-                setsockopt(
-                    s,
-                    ifname,
-                    sol,
-                    libc::PACKET_RX_RING,
-                    "PACKET_RX_RING",
-                    &v2(rx_req),
-                )?;
-                setsockopt(
-                    s,
-                    ifname,
-                    sol,
-                    libc::PACKET_TX_RING,
-                    "PACKET_TX_RING",
-                    &v2(tx_req),
-                )?;
-            }
-            RxRing::V3 { retire_timeout_ms } => {
-                let rx_req = req(cfg.rx_blocks, retire_timeout_ms);
-                setsockopt(
-                    s,
-                    ifname,
-                    sol,
-                    libc::PACKET_RX_RING,
-                    "PACKET_RX_RING",
-                    &rx_req,
-                )?;
-                setsockopt(
-                    s,
-                    ifname,
-                    sol,
-                    libc::PACKET_TX_RING,
-                    "PACKET_TX_RING",
-                    &tx_req,
-                )?;
+        // V3 adds a block-retire timeout to the receive ring; V2 takes the older,
+        // shorter request for both rings.
+        let retire_ms = match cfg.rx_ring {
+            RxRing::V2 => 0,
+            RxRing::V3 { retire_timeout_ms } => retire_timeout_ms,
+        };
+        let rings = [
+            (
+                libc::PACKET_RX_RING,
+                "PACKET_RX_RING",
+                req(cfg.rx_blocks, retire_ms),
+            ),
+            (
+                libc::PACKET_TX_RING,
+                "PACKET_TX_RING",
+                req(cfg.tx_blocks, 0),
+            ),
+        ];
+        for (name, what, r) in rings {
+            match cfg.rx_ring {
+                RxRing::V2 => setsockopt(s, ifname, sol, name, what, &v2(r))?,
+                RxRing::V3 { .. } => setsockopt(s, ifname, sol, name, what, &r)?,
             }
         }
 
