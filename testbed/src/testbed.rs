@@ -206,16 +206,23 @@ async fn add_veth(root: &Handle, plan: &Plan, v: &VethPlan) -> Result<(), Error>
     let mtu = plan.mtu;
     let what = || format!("creating veth {} <-> {}", v.a.ifname, v.b.ifname);
     let (na, nb) = (netns::open(&v.a.ns)?, netns::open(&v.b.ns)?);
+    // One queue each way: a frame then always arrives on receive queue 0, where the
+    // emu's AF_XDP socket is bound (with one queue per CPU, the kernel's own traffic,
+    // a ping say, could land on a queue no socket serves).
     let peer = LinkUnspec::new_with_name(&v.b.ifname)
         .address(plan.interface_mac(&v.b).to_vec())
         .mtu(mtu)
         .setns_by_fd(nb.as_raw_fd())
+        .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
         .build();
     let msg = LinkVeth::new(&v.a.ifname, &v.b.ifname)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .address(plan.interface_mac(&v.a).to_vec())
         .mtu(mtu)
         .setns_by_fd(na.as_raw_fd())
+        .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
         .build();
     root.link().add(msg).execute().await.ctx(what)?;
     drop((na, nb));

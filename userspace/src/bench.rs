@@ -10,8 +10,9 @@
 //!   permanent neighbour per host, no ARP, no netfilter);
 //! - **fablab**: the emu datapath's switch on the same two ports, with INT on (every
 //!   frame leaves with the switch's hop pushed, UDP port 4792) and adaptive path
-//!   choice, links emulated at 400 Gb/s so that no pacer is the limit. Host ports
-//!   are not served: the generator is the only sender.
+//!   choice, links emulated at 400 Gb/s so that no pacer is the limit, once on each
+//!   packet I/O backend asked for (AF_XDP, AF_PACKET). Host ports are not served:
+//!   the generator is the only sender.
 //!
 //! Both run on the same two cores with the same generator, so the comparison is of
 //! what the machine gets through, and of how busy its cores were meanwhile
@@ -33,7 +34,7 @@ use fablab_dataplane::wire::addr::port_mac;
 use fablab_testbed::{in_netns, Plan, Testbed};
 
 use crate::emu;
-use crate::emu::session::{open_afpacket, ports_of, veth_mtu};
+use crate::emu::session::{open_port, ports_of, veth_mtu, IoBackend};
 use crate::io::{AfPacket, AfPacketConfig, PacketIo, Unserved};
 
 /// The switch of the bench topology (hosts 0 and 1 come first).
@@ -44,7 +45,7 @@ const WARMUP: Duration = Duration::from_millis(200);
 /// What one measurement got through.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measurement {
-    /// `kernel` or `fablab`.
+    /// `kernel`, or `fablab` and the backend (`fablab afxdp`, `fablab afpacket`).
     pub forwarder: &'static str,
     /// Ethernet frame size the generator sends (without FCS).
     pub frame_bytes: usize,
@@ -63,9 +64,14 @@ impl Measurement {
     }
 }
 
-/// Runs the bench for every frame size, kernel then fablab for each, `seconds` of
-/// counting per measurement. Root only; the testbed is removed on every path.
-pub fn switch(sizes: &[usize], seconds: f64) -> anyhow::Result<Vec<Measurement>> {
+/// Runs the bench for every frame size, the kernel then fablab on each of
+/// `backends`, `seconds` of counting per measurement. Root only; the testbed is
+/// removed on every path.
+pub fn switch(
+    sizes: &[usize],
+    seconds: f64,
+    backends: &[IoBackend],
+) -> anyhow::Result<Vec<Measurement>> {
     fablab_testbed::require_privileges().context("fablab bench switch")?;
     anyhow::ensure!(
         seconds > 0.0 && seconds.is_finite(),
@@ -87,9 +93,15 @@ pub fn switch(sizes: &[usize], seconds: f64) -> anyhow::Result<Vec<Measurement>>
             fablab_testbed::kernel_forwarding(&plan, SWITCH, true)?;
             out.push(measure("kernel", *size, f, seconds)?);
             fablab_testbed::kernel_forwarding(&plan, SWITCH, false)?;
-            out.push(with_fablab_switch(&cfg, &plan, || {
-                measure("fablab", *size, f, seconds)
-            })?);
+            for &b in backends {
+                let name = match b {
+                    IoBackend::AfXdp => "fablab afxdp",
+                    IoBackend::AfPacket => "fablab afpacket",
+                };
+                out.push(with_fablab_switch(&cfg, &plan, b, || {
+                    measure(name, *size, f, seconds)
+                })?);
+            }
         }
         Ok(out)
     })();
@@ -166,6 +178,7 @@ fn frame(size: usize) -> anyhow::Result<Vec<u8>> {
 fn with_fablab_switch<T>(
     cfg: &SimConfig,
     plan: &Plan,
+    backend: IoBackend,
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -178,7 +191,7 @@ fn with_fablab_switch<T>(
                 if ports_node(plan, ifname).is_some_and(|n| n < hosts) {
                     Ok(Box::new(Unserved::new(ifname)))
                 } else {
-                    open_afpacket(ns, ifname, plan.mtu)
+                    open_port(backend, ns, ifname, plan.mtu)
                 }
             };
             emu::run(
@@ -318,13 +331,13 @@ pub fn table(rows: &[Measurement]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:>6}  {:<7} {:>9} {:>10} {:>6} {:>11}",
+        "{:>6}  {:<15} {:>9} {:>10} {:>6} {:>11}",
         "frame", "switch", "offered", "forwarded", "cores", "Mpps/core"
     );
     for r in rows {
         let _ = writeln!(
             o,
-            "{:>4} B  {:<7} {:>5.3} Mpps {:>6.3} Mpps {:>6.2} {:>11.3}",
+            "{:>4} B  {:<15} {:>5.3} Mpps {:>6.3} Mpps {:>6.2} {:>11.3}",
             r.frame_bytes,
             r.forwarder,
             r.offered_mpps,
@@ -333,16 +346,22 @@ pub fn table(rows: &[Measurement]) -> String {
             r.mpps_per_core()
         );
     }
-    for pair in rows.chunks(2) {
-        if let [k, f] = pair {
-            let _ = writeln!(
-                o,
-                "{:>4} B  fablab ÷ kernel: {:.2}× the packets, {:.2}× per busy core",
-                k.frame_bytes,
-                f.forwarded_mpps / k.forwarded_mpps.max(1e-9),
-                f.mpps_per_core() / k.mpps_per_core().max(1e-9)
-            );
-        }
+    // Each fablab row against the kernel row of its frame size.
+    for f in rows.iter().filter(|r| r.forwarder != "kernel") {
+        let Some(k) = rows
+            .iter()
+            .find(|k| k.forwarder == "kernel" && k.frame_bytes == f.frame_bytes)
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            o,
+            "{:>4} B  {} ÷ kernel: {:.2}× the packets, {:.2}× per busy core",
+            f.frame_bytes,
+            f.forwarder,
+            f.forwarded_mpps / k.forwarded_mpps.max(1e-9),
+            f.mpps_per_core() / k.mpps_per_core().max(1e-9)
+        );
     }
     o
 }

@@ -53,7 +53,8 @@ enum Mode {
 enum Io {
     /// AF_XDP where available, else AF_PACKET.
     Auto,
-    /// AF_XDP sockets in copy mode (not built yet: see `fablab version`).
+    /// AF_XDP sockets in copy mode, fed by an XDP program (needs clang and
+    /// libbpf-dev at build time: scripts/setup.sh).
     Afxdp,
     /// AF_PACKET sockets with memory-mapped rings.
     Afpacket,
@@ -143,6 +144,10 @@ enum BenchWhat {
         /// Seconds of counting per measurement (after 0.2 s of warm-up).
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// The switch's packet I/O: `auto` measures AF_XDP (where available) and
+        /// AF_PACKET, one after the other.
+        #[arg(long, value_enum, default_value_t = Io::Auto)]
+        io: Io,
     },
 }
 
@@ -265,15 +270,11 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             let (result, doc, interrupted) = if mode == Mode::Emu {
                 let backend = match io {
                     Io::Afpacket => emu::session::IoBackend::AfPacket,
-                    Io::Afxdp => anyhow::bail!(
-                        "--io afxdp: the AF_XDP backend is not built yet; use --io afpacket"
-                    ),
-                    Io::Auto => {
-                        tracing::info!(
-                            "packet I/O: AF_PACKET (the AF_XDP backend is not built yet)"
-                        );
-                        emu::session::IoBackend::AfPacket
+                    Io::Afxdp => {
+                        crate::io::afxdp::probe().context("--io afxdp")?;
+                        emu::session::IoBackend::AfXdp
                     }
+                    Io::Auto => emu::session::IoBackend::auto(),
                 };
                 let capture = pcap.map(|which| emu::Capture {
                     dir: dir.join("pcap"),
@@ -293,6 +294,7 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 };
                 let mut doc = run::results_json(&s, &scenario, "emu", &result);
                 doc["emu"] = run::emu_json(&e);
+                doc["emu"]["backend"] = backend.name().into();
                 for p in &e.pcaps {
                     eprintln!("  capture     {}", p.display());
                 }
@@ -436,15 +438,31 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            what: BenchWhat::Switch { sizes, seconds },
+            what: BenchWhat::Switch { sizes, seconds, io },
         } => {
-            let rows = crate::bench::switch(&sizes, seconds)?;
+            use emu::session::IoBackend;
+            let backends = match io {
+                Io::Afxdp => {
+                    crate::io::afxdp::probe().context("--io afxdp")?;
+                    vec![IoBackend::AfXdp]
+                }
+                Io::Afpacket => vec![IoBackend::AfPacket],
+                Io::Auto => match IoBackend::auto() {
+                    IoBackend::AfXdp => vec![IoBackend::AfXdp, IoBackend::AfPacket],
+                    IoBackend::AfPacket => vec![IoBackend::AfPacket],
+                },
+            };
+            let rows = crate::bench::switch(&sizes, seconds, &backends)?;
             print!("{}", crate::bench::table(&rows));
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
             println!("fablab {}", env!("CARGO_PKG_VERSION"));
-            println!("modes: sim, emu (AF_PACKET; AF_XDP not built yet); xdp arrives with issue 6");
+            let afxdp = match crate::ebpf::XSK_REDIRECT {
+                Ok(_) => "AF_XDP or AF_PACKET".to_string(),
+                Err(why) => format!("AF_PACKET only: {why}"),
+            };
+            println!("modes: sim, emu ({afxdp}); xdp is not built yet");
             println!(
                 "congestion control: {}",
                 registry.names().collect::<Vec<_>>().join(", ")

@@ -12,3 +12,9 @@ pub mod run;
 pub mod scenario;
 
 pub use cli::{main, main_with};
+
+/// The eBPF objects compiled from `ebpf/*.c` by the build script, each `Err(why)` when
+/// this build had no clang or libbpf headers.
+pub mod ebpf {
+    include!(concat!(env!("OUT_DIR"), "/ebpf.rs"));
+}

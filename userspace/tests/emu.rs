@@ -79,14 +79,9 @@ const SLOW: [&str; 4] = [
     "topology.fabric_link_gbps=0.5",
 ];
 
+/// Quickstart in emu delivers what sim delivers, on each packet I/O backend, and
+/// `--io auto` (the default) picks AF_XDP, which scripts/setup.sh makes available.
 fn quickstart_matches_sim(tmp: &Path) {
-    let emu = tmp.join("emu");
-    ok(fablab()
-        .args(["run", "scenarios/quickstart.toml", "--mode", "emu", "--out"])
-        .arg(&emu)
-        .args(SLOW)
-        .output()
-        .unwrap());
     let sim = tmp.join("sim");
     ok(fablab()
         .args(["run", "scenarios/quickstart.toml", "--out"])
@@ -94,16 +89,35 @@ fn quickstart_matches_sim(tmp: &Path) {
         .args(SLOW)
         .output()
         .unwrap());
-    let (e, s) = (summary(&emu), summary(&sim));
-    assert_eq!(e["mode"], "emu");
-    let (es, ss) = (&e["summary"], &s["summary"]);
-    assert_eq!(es["flows_finished"], es["flows_total"], "{es}");
-    assert_eq!(es["delivered_digest"], es["expected_digest"], "{es}");
-    assert_eq!(
-        es["delivered_digest"], ss["delivered_digest"],
-        "emu delivered other bytes than sim"
-    );
-    assert!(ours().is_empty(), "left behind: {:?}", ours());
+    let s = summary(&sim);
+    for (io, backend) in [("auto", "afxdp"), ("afpacket", "afpacket")] {
+        let emu = tmp.join(format!("emu-{io}"));
+        ok(fablab()
+            .args([
+                "run",
+                "scenarios/quickstart.toml",
+                "--mode",
+                "emu",
+                "--io",
+                io,
+            ])
+            .arg("--out")
+            .arg(&emu)
+            .args(SLOW)
+            .output()
+            .unwrap());
+        let e = summary(&emu);
+        assert_eq!(e["mode"], "emu");
+        assert_eq!(e["emu"]["backend"], backend, "--io {io}");
+        let (es, ss) = (&e["summary"], &s["summary"]);
+        assert_eq!(es["flows_finished"], es["flows_total"], "{es}");
+        assert_eq!(es["delivered_digest"], es["expected_digest"], "{es}");
+        assert_eq!(
+            es["delivered_digest"], ss["delivered_digest"],
+            "emu ({backend}) delivered other bytes than sim"
+        );
+        assert!(ours().is_empty(), "left behind: {:?}", ours());
+    }
 }
 
 /// One run of `scenarios/ecmp-vs-spray.toml` with `gbps` links: its results.json.
@@ -291,20 +305,22 @@ fn garbage_into_a_switch_port(tmp: &Path) {
         .spawn()
         .unwrap();
     wait_for_testbed();
+    // The testbed exists before the datapath runs (its sockets open, its loop
+    // starts): garbage sent now would only fill the switch port's receive ring. The
+    // first frame the switch sends h0 (an ACK) shows it forwarding. (A socket of our
+    // own on h0's interface would not see it: fablab's XDP program hands every
+    // arriving frame to fablab's AF_XDP socket, but the interface counts it.)
+    let t = Instant::now();
+    while rx_packets("fl-h0", "fl-h0p0") == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the switch never forwarded"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     const FRAMES: u64 = 4000;
     let sent = fablab_testbed::in_netns("fl-h0", || -> std::io::Result<u64> {
         let mut io = AfPacket::open("fl-h0p0", &AfPacketConfig::default())?;
-        // The testbed exists before the datapath runs (its sockets open, its loop
-        // starts): garbage sent now would only fill the switch port's receive ring.
-        // The first frame the switch sends h0 (an ACK) shows it forwarding.
-        let t = Instant::now();
-        while io.recv(1, &mut |_| {})? == 0 {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "the switch never forwarded"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         for k in 0..FRAMES {
             let f = garbage(k, &mut rng);
@@ -419,7 +435,8 @@ fn pcap_is_read_by_tshark(tmp: &Path) {
     assert!(ours().is_empty(), "left behind: {:?}", ours());
 }
 
-/// `fablab bench switch` measures both forwarders in one run and removes its testbed.
+/// `fablab bench switch` measures the kernel and fablab on both backends in one run
+/// and removes its testbed.
 fn bench_switch_measures_both_forwarders() {
     let out = ok(fablab()
         .args(["bench", "switch", "--sizes", "64,1500", "--seconds", "0.3"])
@@ -427,11 +444,11 @@ fn bench_switch_measures_both_forwarders() {
         .unwrap());
     eprintln!("{out}");
     for size in ["64 B", "1500 B"] {
-        for fwd in ["kernel", "fablab"] {
+        for fwd in ["kernel ", "fablab afxdp ", "fablab afpacket "] {
             let row = out
                 .lines()
                 .find(|l| l.trim_start().starts_with(size) && l.contains(fwd))
-                .unwrap_or_else(|| panic!("no {size} {fwd} row:\n{out}"));
+                .unwrap_or_else(|| panic!("no {size} {fwd}row:\n{out}"));
             // offered, forwarded: both positive.
             let mpps: Vec<f64> = row
                 .split_whitespace()
@@ -440,7 +457,8 @@ fn bench_switch_measures_both_forwarders() {
             assert!(mpps.len() >= 4 && mpps[1] > 0.0 && mpps[2] > 0.0, "{row}");
         }
     }
-    assert!(out.contains("fablab ÷ kernel"), "{out}");
+    assert!(out.contains("fablab afxdp ÷ kernel"), "{out}");
+    assert!(out.contains("fablab afpacket ÷ kernel"), "{out}");
     assert!(ours().is_empty(), "left behind: {:?}", ours());
 }
 
@@ -454,6 +472,27 @@ fn wait_for_testbed() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The frames interface `ifname` in namespace `ns` has received (0 while it does not
+/// exist).
+fn rx_packets(ns: &str, ifname: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-j", "-s", "link", "show", ifname])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v[0]["stats64"]["rx"]["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+/// How many of fablab's AF_XDP redirect programs the kernel holds.
+fn xdp_programs_loaded() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter(|p| p.name_as_str() == Some("xsk_redirect"))
+        .count()
 }
 
 /// Kills a child on drop.
@@ -492,6 +531,17 @@ fn gc_cleans_up_after_a_killed_run(tmp: &Path) {
     let gc = ok(fablab().args(["testbed", "gc"]).output().unwrap());
     assert!(gc.contains("removed namespace fl-s0"), "{gc}");
     assert!(ours().is_empty(), "gc left: {:?}", ours());
+    // The killed run's XDP programs went with its descriptors (the kernel frees
+    // them after an RCU grace period).
+    let t = Instant::now();
+    while xdp_programs_loaded() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{} xsk_redirect programs still loaded after the run was killed",
+            xdp_programs_loaded()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let again = ok(fablab().args(["testbed", "gc"]).output().unwrap());
     assert!(again.contains("nothing to remove"), "{again}");
 }

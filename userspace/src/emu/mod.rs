@@ -389,10 +389,21 @@ pub fn run(
             c.which
         );
     }
+    // Serving a testbed, the hosts are the kernels' and their interfaces are left
+    // alone: an AF_XDP socket there would take every frame from the host's stack.
+    let topo_ref = &topo;
     let opened: Vec<anyhow::Result<Box<dyn PacketIo>>> = std::thread::scope(|s| {
         let handles: Vec<_> = ports
             .iter()
-            .map(|ps| s.spawn(move || open_port(&ps.netns, &ps.ifname)))
+            .map(|ps| {
+                s.spawn(move || -> anyhow::Result<Box<dyn PacketIo>> {
+                    if serve && topo_ref.is_host(ps.node) {
+                        Ok(Box::new(crate::io::Unserved::new(&ps.ifname)))
+                    } else {
+                        open_port(&ps.netns, &ps.ifname)
+                    }
+                })
+            })
             .collect();
         handles
             .into_iter()

@@ -16,7 +16,7 @@ use fablab_dataplane::wire::int::MAX_INT_HOPS;
 use fablab_testbed::{in_netns, Plan, Testbed};
 
 use super::{Capture, EmuRun, PortSpec};
-use crate::io::{AfPacket, AfPacketConfig, PacketIo};
+use crate::io::{AfPacket, AfPacketConfig, AfXdp, PacketIo};
 
 /// Set by Ctrl-C or SIGTERM; the run loop stops, then the testbed is torn down.
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
@@ -45,7 +45,33 @@ pub fn veth_mtu(cfg: &SimConfig) -> u32 {
 /// Which packet I/O backend the emu uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoBackend {
+    AfXdp,
     AfPacket,
+}
+
+impl IoBackend {
+    /// `--io auto`: AF_XDP when this build has its program and the kernel takes it,
+    /// else AF_PACKET, logging why.
+    pub fn auto() -> IoBackend {
+        match crate::io::afxdp::probe() {
+            Ok(()) => {
+                tracing::debug!("packet I/O: AF_XDP");
+                IoBackend::AfXdp
+            }
+            Err(e) => {
+                tracing::warn!("packet I/O: AF_PACKET, because AF_XDP is not available: {e}");
+                IoBackend::AfPacket
+            }
+        }
+    }
+
+    /// The name results.json records.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoBackend::AfXdp => "afxdp",
+            IoBackend::AfPacket => "afpacket",
+        }
+    }
 }
 
 pub(crate) fn ports_of(plan: &Plan) -> Vec<PortSpec> {
@@ -67,6 +93,26 @@ pub(crate) fn open_afpacket(ns: &str, ifname: &str, mtu: u32) -> anyhow::Result<
     let cfg = AfPacketConfig::for_mtu(mtu);
     let io = in_netns(ns, || AfPacket::open(ifname, &cfg))??;
     Ok(Box::new(io))
+}
+
+/// Opens `ifname` in `ns` as an AF_XDP socket with the redirect program attached.
+pub(crate) fn open_afxdp(ns: &str, ifname: &str) -> anyhow::Result<Box<dyn PacketIo>> {
+    let io = in_netns(ns, || AfXdp::open(ifname))?
+        .context("opening an AF_XDP port (`--io afpacket` does without AF_XDP)")?;
+    Ok(Box::new(io))
+}
+
+/// Opens a port with `backend`.
+pub(crate) fn open_port(
+    backend: IoBackend,
+    ns: &str,
+    ifname: &str,
+    mtu: u32,
+) -> anyhow::Result<Box<dyn PacketIo>> {
+    match backend {
+        IoBackend::AfXdp => open_afxdp(ns, ifname),
+        IoBackend::AfPacket => open_afpacket(ns, ifname, mtu),
+    }
 }
 
 /// Where `fablab testbed up` records the process that runs the testbed's switches.
@@ -139,11 +185,12 @@ pub fn testbed_serve(cfg: &SimConfig, registry: &Registry) -> anyhow::Result<()>
     let topo = Topology::build(&cfg.topology);
     let plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
     let stop = stop_flag()?;
+    let backend = IoBackend::auto();
     super::run(
         cfg,
         registry,
         ports_of(&plan),
-        &|ns: &str, ifname: &str| open_afpacket(ns, ifname, plan.mtu),
+        &|ns: &str, ifname: &str| open_port(backend, ns, ifname, plan.mtu),
         None,
         stop,
         true,
@@ -222,9 +269,7 @@ pub fn run_emu(
     // From here on `testbed` is removed on every path: `down` below, or its Drop
     // while a panic unwinds.
     let ports = ports_of(&plan);
-    let open = |ns: &str, ifname: &str| match backend {
-        IoBackend::AfPacket => open_afpacket(ns, ifname, plan.mtu),
-    };
+    let open = |ns: &str, ifname: &str| open_port(backend, ns, ifname, plan.mtu);
     let result = super::run(
         cfg, registry, ports, &open, capture, stop, false, threads, None,
     );

@@ -367,7 +367,12 @@ fn setsockopt<T>(
 
 /// Runs an interface ioctl (`SIOCGIFINDEX`, `SIOCGIFMTU`) on `fd`, in the socket's
 /// network namespace, and returns the integer result.
-fn ifreq_int(fd: RawFd, ifname: &str, request: libc::c_ulong, what: &str) -> io::Result<i32> {
+pub(super) fn ifreq_int(
+    fd: RawFd,
+    ifname: &str,
+    request: libc::c_ulong,
+    what: &str,
+) -> io::Result<i32> {
     // SAFETY: `ifreq` is plain old data (a name array and a union of integers and
     // plain structs); all-zero bytes are a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -906,7 +911,6 @@ mod tests {
     //! `CI=true`.
 
     use super::*;
-    use std::process::Command;
     use std::time::{Duration, Instant};
 
     #[test]
@@ -924,190 +928,13 @@ mod tests {
         assert!(2 * (small.rx_blocks + small.tx_blocks) <= d.rx_blocks + d.tx_blocks);
     }
 
-    const ETHERTYPE: u16 = 0x88b5;
+    use crate::io::testkit::{build, flush_ok, parse, with_veth};
+
     const ETH_P_8021AD: u16 = 0x88a8;
 
-    fn is_root() -> bool {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-    }
-
-    struct Veth {
-        a: String,
-        b: String,
-    }
-
-    fn ip(args: &[&str]) {
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .expect("cannot run `ip`");
-        assert!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Runs `f` on a new thread in a new network namespace holding the veth pair
-    /// `fl-<tag><pid>a` / `fl-<tag><pid>b` (MTU 9000, up, IPv6 off so the kernel
-    /// sends nothing on it). `None` when skipped for lack of root.
-    fn with_veth<T: Send + 'static>(
-        tag: &'static str,
-        f: impl FnOnce(&Veth) -> T + Send + 'static,
-    ) -> Option<T> {
-        if !is_root() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("needs root: AF_PACKET tests create veth pairs in a network namespace");
-            }
-            eprintln!("skipped: needs root");
-            return None;
-        }
-        let t = std::thread::spawn(move || {
-            // SAFETY: unshare touches no memory; CLONE_NEWNET moves only this thread
-            // (and the `ip` children it spawns) into a new network namespace.
-            let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(
-                r,
-                0,
-                "unshare(CLONE_NEWNET): {}",
-                io::Error::last_os_error()
-            );
-            // /proc/sys/net follows the opening thread's namespace.
-            let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
-            let pid = std::process::id();
-            let v = Veth {
-                a: format!("fl-{tag}{pid}a"),
-                b: format!("fl-{tag}{pid}b"),
-            };
-            ip(&[
-                "link", "add", &v.a, "mtu", "9000", "type", "veth", "peer", "name", &v.b, "mtu",
-                "9000",
-            ]);
-            ip(&["link", "set", &v.a, "up"]);
-            ip(&["link", "set", &v.b, "up"]);
-            f(&v)
-        });
-        Some(t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-    }
-
-    fn frame_len(seq: u32) -> usize {
-        if seq % 1000 == 500 {
-            9000
-        } else {
-            60 + (seq as usize * 7919) % 1441
-        }
-    }
-
-    /// A test frame: from side `dir` (0 or 1), sequence `seq`, `len` bytes.
-    fn build(buf: &mut Vec<u8>, dir: u8, seq: u32, len: usize) {
-        buf.clear();
-        buf.extend_from_slice(&[0x02, 0, 0, 0, 0, dir ^ 1, 0x02, 0, 0, 0, 0, dir]);
-        buf.extend_from_slice(&ETHERTYPE.to_be_bytes());
-        buf.push(dir);
-        buf.extend_from_slice(&seq.to_be_bytes());
-        while buf.len() < len {
-            buf.push((seq as usize).wrapping_mul(31).wrapping_add(buf.len()) as u8);
-        }
-    }
-
-    fn parse(frame: &[u8]) -> (u8, u32) {
-        assert!(
-            frame.len() >= 19 && frame[12..14] == ETHERTYPE.to_be_bytes(),
-            "foreign frame of {} bytes: {:02x?}",
-            frame.len(),
-            &frame[..frame.len().min(32)]
-        );
-        (
-            frame[14],
-            u32::from_be_bytes(frame[15..19].try_into().unwrap()),
-        )
-    }
-
-    fn flush_ok(io: &mut AfPacket) {
-        match io.flush() {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => panic!("flush: {e}"),
-        }
-    }
-
-    struct Side {
-        io: AfPacket,
-        dir: u8,
-        sent: u32,
-        received: u32,
-    }
-
-    /// (a) 10 000 distinct frames each way at once, 60..1500 bytes and some 9000:
-    /// each side receives the other's frames in order, whole, once, and none of its own.
     fn both_ways(cfg: AfPacketConfig, tag: &'static str) {
-        with_veth(tag, move |v| {
-            const N: u32 = 10_000;
-            const BATCH: u32 = 64;
-            let mut sides = [
-                Side {
-                    io: AfPacket::open(&v.a, &cfg).unwrap(),
-                    dir: 0,
-                    sent: 0,
-                    received: 0,
-                },
-                Side {
-                    io: AfPacket::open(&v.b, &cfg).unwrap(),
-                    dir: 1,
-                    sent: 0,
-                    received: 0,
-                },
-            ];
-            let (mut buf, mut want) = (Vec::new(), Vec::new());
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while sides.iter().any(|s| s.sent < N || s.received < N) {
-                assert!(
-                    Instant::now() < deadline,
-                    "timed out: sent {}/{}, received {}/{}",
-                    sides[0].sent,
-                    sides[1].sent,
-                    sides[0].received,
-                    sides[1].received
-                );
-                for s in &mut sides {
-                    let stop = (s.sent + BATCH).min(N);
-                    while s.sent < stop {
-                        build(&mut buf, s.dir, s.sent, frame_len(s.sent));
-                        if !s.io.send(&buf).unwrap() {
-                            break;
-                        }
-                        s.sent += 1;
-                    }
-                    flush_ok(&mut s.io);
-                }
-                for s in &mut sides {
-                    let (dir, received) = (s.dir, &mut s.received);
-                    s.io.recv(256, &mut |f| {
-                        let (from, seq) = parse(f);
-                        assert_ne!(from, dir, "socket saw its own transmitted frame {seq}");
-                        assert_eq!(seq, *received, "frame out of order or repeated");
-                        build(&mut want, from, seq, frame_len(seq));
-                        assert!(f == &want[..], "frame {seq} corrupted");
-                        *received += 1;
-                    })
-                    .unwrap();
-                }
-            }
-            for s in &sides {
-                let st = s.io.stats();
-                assert_eq!(
-                    st,
-                    IoStats {
-                        rx_frames: N as u64,
-                        tx_frames: N as u64,
-                        ..IoStats::default()
-                    },
-                    "{}",
-                    s.io.name()
-                );
-            }
+        crate::io::testkit::both_ways(tag, 9000, move |ifname| {
+            Box::new(AfPacket::open(ifname, &cfg).unwrap())
         });
     }
 

@@ -1,5 +1,6 @@
 //! Packet I/O for the userspace datapath: the [`PacketIo`] trait a single-threaded
-//! event loop drives for every port, and its AF_PACKET backend ([`AfPacket`]).
+//! event loop drives for every port, and its backends: AF_XDP ([`AfXdp`], copy
+//! mode, fed by an XDP program) and AF_PACKET ([`AfPacket`], memory-mapped rings).
 //!
 //! The shape is made for one thread serving many ports (sockets in many network
 //! namespaces): each port exposes a file descriptor for epoll, hands received frames
@@ -7,8 +8,12 @@
 //! and queues outgoing frames in a ring that one `flush` hands to the kernel.
 
 pub mod afpacket;
+pub mod afxdp;
+#[cfg(test)]
+mod testkit;
 
 pub use afpacket::{AfPacket, AfPacketConfig, RxRing};
+pub use afxdp::AfXdp;
 
 /// Per-port counters. All are totals since the port was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
