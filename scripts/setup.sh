@@ -11,6 +11,7 @@ PACKAGES=(
   llvm          # llvm-strip / llvm-objdump for the eBPF objects
   libbpf-dev    # bpf_helpers.h and friends for the eBPF programs
   libelf-dev    # ELF handling for eBPF tooling
+  bpftool       # inspects the XDP switch's maps and programs (docs/ebpf.md)
   pkg-config    # locates C libraries for build scripts
   iproute2      # ip netns / ip link for the network-namespace testbeds
   ethtool       # offload settings on veth (GRO for XDP_REDIRECT peers)

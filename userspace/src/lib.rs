@@ -4,17 +4,13 @@
 
 pub mod bench;
 pub mod cli;
+pub mod ebpf;
 pub mod emu;
 pub mod frames;
 pub mod io;
 pub mod pcap;
 pub mod run;
 pub mod scenario;
+pub mod xdp;
 
 pub use cli::{main, main_with};
-
-/// The eBPF objects compiled from `ebpf/*.c` by the build script, each `Err(why)` when
-/// this build had no clang or libbpf headers.
-pub mod ebpf {
-    include!(concat!(env!("OUT_DIR"), "/ebpf.rs"));
-}

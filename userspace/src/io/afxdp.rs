@@ -59,12 +59,7 @@ const ETH_HLEN: usize = 14;
 
 /// The compiled XSKMAP program, or why this build has none.
 fn program_object() -> io::Result<&'static [u8]> {
-    crate::ebpf::XSK_REDIRECT.map_err(|why| {
-        io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("AF_XDP needs an eBPF program, but {why}; run scripts/setup.sh and rebuild"),
-        )
-    })
+    crate::ebpf::object(crate::ebpf::XSK_REDIRECT, "AF_XDP")
 }
 
 /// Checks, without touching any interface, that AF_XDP can work here: the program
@@ -90,20 +85,8 @@ pub fn probe() -> io::Result<()> {
     Ok(())
 }
 
-/// Parses the object and creates its map. The program needs no CO-RE relocations,
-/// so the loader keeps no kernel BTF; and since aya's loader parses the kernel's BTF
-/// when it is made (tens of milliseconds), one loader serves every port.
 fn load_object() -> io::Result<aya::Ebpf> {
-    static LOADER: std::sync::OnceLock<std::sync::Mutex<aya::EbpfLoader<'static>>> =
-        std::sync::OnceLock::new();
-    let object = program_object()?;
-    let loader = LOADER.get_or_init(|| {
-        let mut l = aya::EbpfLoader::new();
-        l.btf(None);
-        std::sync::Mutex::new(l)
-    });
-    let mut loader = loader.lock().unwrap_or_else(|p| p.into_inner());
-    loader.load(object).map_err(io::Error::other)
+    crate::ebpf::load(program_object()?)
 }
 
 fn other(what: &str, e: impl std::fmt::Display) -> io::Error {

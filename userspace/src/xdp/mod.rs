@@ -1,0 +1,188 @@
+//! The eBPF side of fablab: the XDP switch (`ebpf/fl_switch.c`), loaded and
+//! configured from Rust with aya. docs/ebpf.md describes the programs and maps.
+
+pub mod maps;
+
+use std::io;
+
+use aya::maps::{Array, HashMap, LpmTrie, PerCpuArray};
+use aya::programs::{TestRun as _, TestRunOptions, Xdp, XdpMode};
+
+use maps::{FlConfig, FlPort, FlQueue, FlQueueLocked, FlRoute, STATS};
+
+/// XDP verdicts (`enum xdp_action`).
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// What a switch is: the program's configuration, its ports and its routes.
+#[derive(Debug, Clone, Default)]
+pub struct SwitchSetup {
+    pub config: FlConfig,
+    /// Port number and what the program knows of it (its `ifindex` is filled in
+    /// from inside the switch's namespace when the program is attached; any
+    /// non-zero value serves for `test_run`).
+    pub ports: Vec<(u16, FlPort)>,
+    /// Destination prefix (address, length) and its equal-cost egress ports.
+    pub routes: Vec<([u8; 4], u32, Vec<u16>)>,
+}
+
+/// One loaded instance of the XDP switch: its program and maps.
+#[derive(Debug)]
+pub struct XdpSwitch {
+    bpf: aya::Ebpf,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("XDP switch: {what}: {e}"))
+}
+
+impl XdpSwitch {
+    /// Loads the program into the kernel (the verifier runs here: a rejection is an
+    /// error that carries the verifier's log) and creates its maps, empty.
+    pub fn load() -> io::Result<XdpSwitch> {
+        let object = crate::ebpf::object(crate::ebpf::FL_SWITCH, "the XDP switch")?;
+        let bpf = crate::ebpf::load(object).map_err(|e| err("loading fl_switch.o", e))?;
+        let mut s = XdpSwitch { bpf };
+        s.program()?
+            .load()
+            .map_err(|e| err("the verifier rejected fl_switch", format!("{e:?}")))?;
+        Ok(s)
+    }
+
+    fn program(&mut self) -> io::Result<&mut Xdp> {
+        self.bpf
+            .program_mut("fl_switch")
+            .ok_or_else(|| err("fl_switch.o", "no program fl_switch"))?
+            .try_into()
+            .map_err(|e| err("fl_switch.o", e))
+    }
+
+    fn map_mut(&mut self, name: &str) -> io::Result<&mut aya::maps::Map> {
+        self.bpf
+            .map_mut(name)
+            .ok_or_else(|| err("fl_switch.o", format!("no map {name}")))
+    }
+
+    fn map(&self, name: &str) -> io::Result<&aya::maps::Map> {
+        self.bpf
+            .map(name)
+            .ok_or_else(|| err("fl_switch.o", format!("no map {name}")))
+    }
+
+    /// Writes the configuration, ports and routes into the maps. Ports not named
+    /// stay absent (ifindex 0).
+    pub fn configure(&mut self, setup: &SwitchSetup) -> io::Result<()> {
+        let mut config: Array<_, FlConfig> =
+            Array::try_from(self.map_mut("fl_config")?).map_err(|e| err("fl_config", e))?;
+        config
+            .set(0, setup.config, 0)
+            .map_err(|e| err("fl_config", e))?;
+        let mut ports: Array<_, FlPort> =
+            Array::try_from(self.map_mut("fl_ports")?).map_err(|e| err("fl_ports", e))?;
+        for (port, p) in &setup.ports {
+            if u32::from(*port) >= maps::FL_MAX_PORTS {
+                return Err(err(
+                    "fl_ports",
+                    format!(
+                        "port {port}: the program knows ports 0..{}",
+                        maps::FL_MAX_PORTS
+                    ),
+                ));
+            }
+            ports
+                .set(u32::from(*port), *p, 0)
+                .map_err(|e| err("fl_ports", e))?;
+        }
+        // aya's LPM key is `struct fl_route_key`: the prefix length, then the data
+        // (the address as on the wire).
+        let mut routes: LpmTrie<_, u32, FlRoute> =
+            LpmTrie::try_from(self.map_mut("fl_routes")?).map_err(|e| err("fl_routes", e))?;
+        for (addr, len, cands) in &setup.routes {
+            if cands.is_empty() || cands.len() > maps::FL_MAX_CANDS {
+                return Err(err(
+                    "fl_routes",
+                    format!(
+                        "route to {addr:?}/{len}: {} ports (1..={})",
+                        cands.len(),
+                        maps::FL_MAX_CANDS
+                    ),
+                ));
+            }
+            let mut r = FlRoute {
+                n: cands.len() as u32,
+                ..FlRoute::default()
+            };
+            r.ports[..cands.len()].copy_from_slice(cands);
+            let key = aya::maps::lpm_trie::Key::new(*len, u32::from_ne_bytes(*addr));
+            routes.insert(&key, r, 0).map_err(|e| err("fl_routes", e))?;
+        }
+        Ok(())
+    }
+
+    /// Points port `port`'s egress at interface `ifindex` (in the devmap) and maps
+    /// that interface back to the port for INT's ingress port ID. Call it from a
+    /// thread inside the switch's namespace: the kernel resolves the ifindex there.
+    pub fn set_interface(&mut self, port: u16, ifindex: u32) -> io::Result<()> {
+        let mut tx: aya::maps::DevMap<_> =
+            aya::maps::DevMap::try_from(self.map_mut("fl_tx")?).map_err(|e| err("fl_tx", e))?;
+        tx.set(u32::from(port), ifindex, None, 0)
+            .map_err(|e| err("fl_tx", e))?;
+        let mut back: HashMap<_, u32, u32> =
+            HashMap::try_from(self.map_mut("fl_ifports")?).map_err(|e| err("fl_ifports", e))?;
+        back.insert(ifindex, u32::from(port), 0)
+            .map_err(|e| err("fl_ifports", e))
+    }
+
+    /// Attaches the program to `ifname` (native XDP) in the calling thread's
+    /// namespace. It stays attached while this value lives.
+    pub fn attach(&mut self, ifname: &str) -> io::Result<()> {
+        self.program()?
+            .attach(ifname, XdpMode::Driver)
+            .map_err(|e| err(&format!("attaching to {ifname}"), e))?;
+        Ok(())
+    }
+
+    /// Runs the program once on `frame` (`BPF_PROG_TEST_RUN`): the verdict and the
+    /// frame as the program left it.
+    pub fn test_run(&mut self, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; frame.len() + 512];
+        let r = self
+            .program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| err("test run", e))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// The drop and forwarding counters, summed over CPUs, by name.
+    pub fn stats(&self) -> io::Result<Vec<(&'static str, u64)>> {
+        let stats: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.map("fl_stats")?).map_err(|e| err("fl_stats", e))?;
+        (0..STATS.len() as u32)
+            .map(|i| {
+                let v = stats.get(&i, 0).map_err(|e| err("fl_stats", e))?;
+                Ok((STATS[i as usize], v.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Port `port`'s virtual queue.
+    pub fn queue(&self, port: u16) -> io::Result<FlQueue> {
+        let queues: Array<_, FlQueueLocked> =
+            Array::try_from(self.map("fl_queues")?).map_err(|e| err("fl_queues", e))?;
+        Ok(queues
+            .get(&u32::from(port), 0)
+            .map_err(|e| err("fl_queues", e))?
+            .q)
+    }
+}
+
+#[cfg(test)]
+mod tests;
