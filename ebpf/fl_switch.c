@@ -133,6 +133,7 @@ static __always_inline void ip_fix_checksum(struct iphdr *ip)
 	ip->check = ~ip_sum(ip);
 }
 
+/* splitmix64, as the dataplane's. */
 static __always_inline __u64 mix(__u64 x)
 {
 	x += 0x9e3779b97f4a7c15ULL;
@@ -368,8 +369,19 @@ int fl_switch(struct xdp_md *ctx)
 	__u32 pick = 0;
 	if (n > 1) {
 		if (cfg->policy == FL_LB_ECMP) {
-			__u64 a = ((__u64)ip->saddr << 32) | ip->daddr;
-			__u64 b = ((__u64)sport << 32) | ((__u64)dport << 8) | proto;
+			/* The dataplane's ecmp_hash for fablab frames (hosts are the low
+			 * 16 bits of 10.1.0.0/16; the port is 4791 with or without INT),
+			 * so a flow takes the port it takes in sim; the 5-tuple for the
+			 * rest. */
+			__u64 a, b;
+			if (roce || int_frame) {
+				a = ((__u64)(bpf_ntohl(ip->saddr) & 0xffff) << 32) |
+				    (bpf_ntohl(ip->daddr) & 0xffff);
+				b = ((__u64)sport << 32) | ((__u64)FL_ROCEV2_PORT << 8) | IPPROTO_UDP;
+			} else {
+				a = ((__u64)bpf_ntohl(ip->saddr) << 32) | bpf_ntohl(ip->daddr);
+				b = ((__u64)sport << 32) | ((__u64)dport << 8) | proto;
+			}
 			pick = mix(mix(cfg->seed ^ a) ^ b) % n;
 		} else if (cfg->policy == FL_LB_SPRAY_RR) {
 			__u32 slot = bpf_ntohl(ip->daddr) % FL_RR_SLOTS;

@@ -35,7 +35,7 @@ use fablab_testbed::{in_netns, Plan, Testbed};
 
 use crate::emu;
 use crate::emu::session::{open_port, ports_of, veth_mtu, IoBackend};
-use crate::io::{AfPacket, AfPacketConfig, PacketIo, Unserved};
+use crate::io::{AfPacket, AfPacketConfig, PacketIo};
 
 /// The switch of the bench topology (hosts 0 and 1 come first).
 const SWITCH: u32 = 2;
@@ -182,18 +182,13 @@ fn with_fablab_switch<T>(
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let stop = Arc::new(AtomicBool::new(false));
-    let hosts = plan.hosts;
     let ports = ports_of(plan);
     let switch = std::thread::scope(|s| {
         let stop2 = stop.clone();
         let handle = s.spawn(move || {
-            let open = |ns: &str, ifname: &str| -> anyhow::Result<Box<dyn PacketIo>> {
-                if ports_node(plan, ifname).is_some_and(|n| n < hosts) {
-                    Ok(Box::new(Unserved::new(ifname)))
-                } else {
-                    open_port(backend, ns, ifname, plan.mtu)
-                }
-            };
+            // Serving: the hosts' ports are left alone (the generator and the
+            // counter use them).
+            let open = |ns: &str, ifname: &str| open_port(backend, ns, ifname, plan.mtu);
             emu::run(
                 cfg,
                 &Registry::default(),
@@ -201,9 +196,10 @@ fn with_fablab_switch<T>(
                 &open,
                 None,
                 stop2,
-                true,
-                1,
-                None,
+                emu::Options {
+                    serve: true,
+                    ..emu::Options::default()
+                },
             )
         });
         // The switch opens its sockets within milliseconds.
@@ -223,14 +219,6 @@ fn with_fablab_switch<T>(
         r
     })?;
     Ok(switch)
-}
-
-fn ports_node(plan: &Plan, ifname: &str) -> Option<u32> {
-    plan.nodes
-        .iter()
-        .flat_map(|n| n.ports.iter())
-        .find(|(me, _)| me.ifname == ifname)
-        .map(|(me, _)| me.node)
 }
 
 /// One measurement: blast `frame` into h0's interface, count arrivals on h1's.

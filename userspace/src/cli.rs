@@ -20,8 +20,6 @@ use crate::scenario::Scenario;
 
 /// Exit code of a command that could not do its job (bad input, I/O error).
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code of a command or mode that fablab does not have yet.
-pub const EXIT_NOT_AVAILABLE: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -215,11 +213,6 @@ pub fn main_with(registry: Registry) -> ExitCode {
     }
 }
 
-fn not_available(what: &str, arrives_with: &str) -> ExitCode {
-    eprintln!("fablab: {what} is not available yet: it arrives with {arrives_with}.");
-    ExitCode::from(EXIT_NOT_AVAILABLE)
-}
-
 fn load(
     path: &std::path::Path,
     sets: &[String],
@@ -255,8 +248,15 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             threads,
         } => {
             let s = load(&scenario, &sets, seed, registry)?;
-            if mode == Mode::Xdp {
-                return Ok(not_available("--mode xdp", "the XDP datapath (issue 6)"));
+            if mode == Mode::Xdp && threads != 1 {
+                anyhow::bail!("--threads: --mode xdp runs the hosts on one thread");
+            }
+            if mode == Mode::Xdp && io == Io::Afpacket {
+                anyhow::bail!(
+                    "--io afpacket: in --mode xdp the switches redirect frames into the \
+                     hosts' veths, which only an XDP program there receives: the hosts \
+                     use AF_XDP"
+                );
             }
             if mode == Mode::Sim && pcap.is_some() {
                 anyhow::bail!("--pcap captures real frames: it needs --mode emu");
@@ -267,7 +267,26 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             let mut cfg = run::sim_config(&s, &scenario)?;
             cfg.trace_cc = trace.contains(&Trace::Cc);
             let dir = out.unwrap_or_else(|| run::default_out_dir(&s.name));
-            let (result, doc, interrupted) = if mode == Mode::Emu {
+            let (result, doc, interrupted) = if mode == Mode::Xdp {
+                let capture = pcap.map(|which| emu::Capture {
+                    dir: dir.join("pcap"),
+                    which,
+                });
+                let (e, counters) = emu::session::run_xdp(&cfg, registry, capture.as_ref())
+                    .with_context(|| format!("{}: --mode xdp", scenario.display()))?;
+                let result = run::SimRun {
+                    report: e.report.clone(),
+                    wall: e.wall,
+                };
+                let mut doc = run::results_json(&s, &scenario, "xdp", &result);
+                doc["emu"] = run::emu_json(&e);
+                doc["emu"]["backend"] = "afxdp".into();
+                doc["xdp"] = run::xdp_json(&counters);
+                for p in &e.pcaps {
+                    eprintln!("  capture     {}", p.display());
+                }
+                (result, doc, e.interrupted)
+            } else if mode == Mode::Emu {
                 let backend = match io {
                     Io::Afpacket => emu::session::IoBackend::AfPacket,
                     Io::Afxdp => {
@@ -462,7 +481,11 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 Ok(_) => "AF_XDP or AF_PACKET".to_string(),
                 Err(why) => format!("AF_PACKET only: {why}"),
             };
-            println!("modes: sim, emu ({afxdp}); xdp is not built yet");
+            let xdp = match crate::ebpf::FL_SWITCH {
+                Ok(_) => "xdp".to_string(),
+                Err(why) => format!("no xdp: {why}"),
+            };
+            println!("modes: sim, emu ({afxdp}), {xdp}");
             println!(
                 "congestion control: {}",
                 registry.names().collect::<Vec<_>>().join(", ")

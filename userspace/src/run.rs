@@ -308,6 +308,21 @@ pub fn results_json(s: &Scenario, scenario_path: &Path, mode: &str, run: &SimRun
     doc
 }
 
+/// The xdp-only part of results.json: every XDP switch's counters by reason.
+pub fn xdp_json(counters: &crate::xdp::fabric::Counters) -> Value {
+    let switches: serde_json::Map<String, Value> = counters
+        .iter()
+        .map(|(label, c)| {
+            let m: serde_json::Map<String, Value> = c
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), json!(v)))
+                .collect();
+            (label.clone(), Value::Object(m))
+        })
+        .collect();
+    json!({ "switches": switches })
+}
+
 /// The emu-only part of results.json: frames dropped outside the dataplane's queues
 /// by reason, and every port's packet I/O counters.
 pub fn emu_json(e: &crate::emu::EmuRun) -> Value {

@@ -120,6 +120,51 @@ fn quickstart_matches_sim(tmp: &Path) {
     }
 }
 
+/// Quickstart in xdp mode (switches as XDP programs, hosts on AF_XDP) delivers what
+/// sim delivers, reports the switches' counters, and leaves no program behind.
+fn quickstart_in_xdp_mode_matches_sim(tmp: &Path) {
+    let dir = tmp.join("xdp");
+    ok(fablab()
+        .args(["run", "scenarios/quickstart.toml", "--mode", "xdp", "--out"])
+        .arg(&dir)
+        .args(SLOW)
+        .output()
+        .unwrap());
+    let (x, s) = (summary(&dir), summary(&tmp.join("sim")));
+    assert_eq!(x["mode"], "xdp");
+    let (xs, ss) = (&x["summary"], &s["summary"]);
+    assert_eq!(xs["flows_finished"], xs["flows_total"], "{xs}");
+    assert_eq!(
+        xs["delivered_digest"], ss["delivered_digest"],
+        "xdp delivered other bytes than sim"
+    );
+    let leaf0 = &x["xdp"]["switches"]["leaf0"];
+    let n = |k: &str| leaf0[k].as_u64().unwrap();
+    // Four flows leave leaf0's hosts: every data packet gets its INT block there.
+    assert!(n("int_source") >= 4 * 4_000_000 / 4096, "{leaf0}");
+    assert!(n("forwarded") > n("int_source"), "data and ACKs: {leaf0}");
+    assert_eq!(n("bad_ipv4") + n("not_ipv4") + n("no_route"), 0, "{leaf0}");
+    let tx: u64 = x["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tx_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(
+        tx > 2 * 32_000_000,
+        "the virtual queues counted the traffic: {tx}"
+    );
+    assert!(ours().is_empty(), "left behind: {:?}", ours());
+    let t = Instant::now();
+    while xdp_programs_loaded() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "XDP programs left loaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One run of `scenarios/ecmp-vs-spray.toml` with `gbps` links: its results.json.
 fn ecmp_vs_spray(
     tmp: &Path,
@@ -487,11 +532,11 @@ fn rx_packets(ns: &str, ifname: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// How many of fablab's AF_XDP redirect programs the kernel holds.
+/// How many of fablab's XDP programs (AF_XDP redirect, switch) the kernel holds.
 fn xdp_programs_loaded() -> usize {
     aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
-        .filter(|p| p.name_as_str() == Some("xsk_redirect"))
+        .filter(|p| matches!(p.name_as_str(), Some("xsk_redirect" | "fl_switch")))
         .count()
 }
 
@@ -537,7 +582,7 @@ fn gc_cleans_up_after_a_killed_run(tmp: &Path) {
     while xdp_programs_loaded() > 0 {
         assert!(
             t.elapsed() < Duration::from_secs(5),
-            "{} xsk_redirect programs still loaded after the run was killed",
+            "{} XDP programs still loaded after the run was killed",
             xdp_programs_loaded()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -562,6 +607,7 @@ fn emu_on_network_namespaces() {
     let _ = fablab().args(["testbed", "gc"]).output();
     let tmp = tempfile::tempdir().unwrap();
     quickstart_matches_sim(tmp.path());
+    quickstart_in_xdp_mode_matches_sim(tmp.path());
     ecmp_vs_spray_matches_sim(tmp.path(), "0.05", "1");
     ecmp_vs_spray_matches_sim(tmp.path(), "0.2", "2");
     garbage_into_a_switch_port(tmp.path());

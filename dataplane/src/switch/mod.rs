@@ -14,7 +14,7 @@ pub mod queue;
 
 use std::collections::VecDeque;
 
-pub use lb::LbPolicy;
+pub use lb::{ecmp_hash, LbPolicy};
 
 use crate::packet::{HostId, IntHop, Kind, Nanos, Packet};
 use crate::rng::Rng;

@@ -45,7 +45,7 @@ use fablab_dataplane::rng::Rng;
 use fablab_dataplane::sim::metrics::{self, Progress, Report, RunView, SampleCounts, Step};
 use fablab_dataplane::sim::topology::PortRef;
 use fablab_dataplane::sim::{Fabric, SimConfig};
-use fablab_dataplane::switch::{SwitchEvent, Verdict};
+use fablab_dataplane::switch::{PortStats, SwitchEvent, Verdict};
 use fablab_dataplane::wire::addr::{host_of_ip, port_mac};
 use fablab_dataplane::wire::frame::OVERHEAD;
 use fablab_dataplane::wire::{Problem, U24_MASK};
@@ -219,6 +219,8 @@ struct Emu<'a> {
     rng: Rng,
     queue_samples: SampleCounts,
     next_sample: Nanos,
+    /// The queues of switches outside this loop (`SwitchPlane::External`).
+    external_queues: Option<&'a (dyn Fn() -> Vec<u64> + Sync)>,
     link_drops: u64,
     pfc_pauses: u64,
     frames: u64,
@@ -327,6 +329,58 @@ impl Role {
     }
 }
 
+/// Who forwards at the switches.
+#[derive(Clone, Copy)]
+pub enum SwitchPlane<'a> {
+    /// The emu's own switches, on the switch ports `open_port` opens.
+    Userspace,
+    /// Something outside this loop (`--mode xdp`'s XDP programs): the switch ports
+    /// are left alone.
+    External {
+        /// The switches' port counters, read for the report once the run is over.
+        port_stats: &'a (dyn Fn() -> anyhow::Result<Vec<Vec<PortStats>>> + Sync),
+        /// Every switch port's queue occupancy now, in bytes, for the queue samples.
+        queues: &'a (dyn Fn() -> Vec<u64> + Sync),
+    },
+}
+
+/// How often the queues of external switches are sampled at most: each sample
+/// costs a map read per port.
+const EXTERNAL_SAMPLE: Nanos = 50_000;
+
+impl std::fmt::Debug for SwitchPlane<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SwitchPlane::Userspace => f.write_str("Userspace"),
+            SwitchPlane::External { .. } => f.write_str("External"),
+        }
+    }
+}
+
+/// How [`run`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// Run no flows and forward whatever the hosts send until stopped (`fablab
+    /// testbed serve`).
+    pub serve: bool,
+    /// Datapath threads: 1, or 2 (hosts and switches apart).
+    pub threads: usize,
+    /// Written (with this process's id) once every port is open.
+    pub ready: Option<&'a std::path::Path>,
+    pub switches: SwitchPlane<'a>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            serve: false,
+            threads: 1,
+            ready: None,
+            switches: SwitchPlane::Userspace,
+        }
+    }
+}
+
 /// Runs `cfg`'s traffic over the ports `open_port` opens. `ports` lists every port of
 /// the fabric (every host's port 0 and every switch port) in node order.
 ///
@@ -336,11 +390,7 @@ impl Role {
 /// ports and the results are merged. That carries more traffic before the CPU is
 /// the limit, but on a small VM two sleeping threads also get woken late more often
 /// (docs/emu.md). Runs with PFC (pause signals go from a switch to its neighbours
-/// inside the process) and `testbed serve` always use one thread.
-///
-/// With `serve` it runs no flows and forwards whatever the hosts send until `stop`;
-/// `ready`, if given, is written (with this process's id) once every port is open.
-#[allow(clippy::too_many_arguments)] // one call site per driver: CLI run, serve, bench
+/// inside the process), `testbed serve` and external switches always use one thread.
 pub fn run(
     cfg: &SimConfig,
     registry: &Registry,
@@ -348,10 +398,15 @@ pub fn run(
     open_port: &OpenPort<'_>,
     capture: Option<&Capture>,
     stop: Arc<AtomicBool>,
-    serve: bool,
-    threads: usize,
-    ready: Option<&std::path::Path>,
+    opts: Options<'_>,
 ) -> anyhow::Result<EmuRun> {
+    let Options {
+        serve,
+        threads,
+        ready,
+        switches,
+    } = opts;
+    let external = matches!(switches, SwitchPlane::External { .. });
     anyhow::ensure!(
         threads == 1 || threads == 2,
         "--threads {threads}: the emu runs on 1 or 2 datapath threads"
@@ -391,13 +446,15 @@ pub fn run(
     }
     // Serving a testbed, the hosts are the kernels' and their interfaces are left
     // alone: an AF_XDP socket there would take every frame from the host's stack.
+    // External switches' ports are theirs.
     let topo_ref = &topo;
     let opened: Vec<anyhow::Result<Box<dyn PacketIo>>> = std::thread::scope(|s| {
         let handles: Vec<_> = ports
             .iter()
             .map(|ps| {
                 s.spawn(move || -> anyhow::Result<Box<dyn PacketIo>> {
-                    if serve && topo_ref.is_host(ps.node) {
+                    let host = topo_ref.is_host(ps.node);
+                    if (serve && host) || (external && !host) {
                         Ok(Box::new(crate::io::Unserved::new(&ps.ifname)))
                     } else {
                         open_port(&ps.netns, &ps.ifname)
@@ -417,7 +474,7 @@ pub fn run(
     if threads == 2 && cfg.pfc.is_some() {
         tracing::info!("PFC is on: one datapath thread (pause signals stay inside it)");
     }
-    let two = threads == 2 && !serve && cfg.pfc.is_none();
+    let two = threads == 2 && !serve && !external && cfg.pfc.is_none();
     if !two {
         let mut emu = Emu::new(
             &nic_cfg,
@@ -426,16 +483,22 @@ pub fn run(
             ports,
             io,
             capture,
-            Role::All,
+            if external { Role::Hosts } else { Role::All },
             serve,
         )?;
+        if let SwitchPlane::External { queues, .. } = switches {
+            emu.external_queues = Some(queues);
+        }
         if let Some(path) = ready {
             std::fs::write(path, std::process::id().to_string())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         emu.start = Instant::now();
         let interrupted = emu.run_loop(&stop, serve)?;
-        let report = emu.report(None);
+        let report = match switches {
+            SwitchPlane::External { port_stats, .. } => emu.report(None, Some(port_stats()?)),
+            SwitchPlane::Userspace => emu.report(None, None),
+        };
         return emu.finish(report, interrupted, None);
     }
     // Two threads: every port's I/O goes to the thread of its node; the other
@@ -493,7 +556,7 @@ pub fn run(
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
             .context("the switches' datapath thread")?;
         let (mut hosts, interrupted) = hosts.context("the hosts' datapath thread")?;
-        let report = hosts.report(Some(&switches));
+        let report = hosts.report(Some(&switches), None);
         hosts.finish(report, interrupted, Some(switches))
     })
 }
@@ -616,6 +679,7 @@ impl<'a> Emu<'a> {
             rng: Rng::fork(cfg.seed, 5),
             queue_samples: SampleCounts::default(),
             next_sample: 0,
+            external_queues: None,
             link_drops: 0,
             pfc_pauses: 0,
             frames: 0,
@@ -788,6 +852,17 @@ impl Emu<'_> {
             return;
         }
         let interval = self.cfg.queue_sample_interval.max(1_000);
+        if let Some(queues) = self.external_queues {
+            // Read at most every EXTERNAL_SAMPLE; each reading stands for the
+            // sampling instants since the last.
+            let every = interval.max(EXTERNAL_SAMPLE);
+            let ticks = (now - self.next_sample) / every + 1;
+            for b in queues() {
+                self.queue_samples.record_n(b, ticks * (every / interval));
+            }
+            self.next_sample += ticks * every;
+            return;
+        }
         let ticks = (now - self.next_sample) / interval + 1;
         for sw in &self.fab.switches {
             for p in 0..sw.port_count() as u16 {
@@ -1250,7 +1325,13 @@ impl Emu<'_> {
 
     /// The report: flows, NICs and deliveries from this thread, switch queues and
     /// counters from `switches` when that thread ran them.
-    fn report(&self, switches: Option<&Emu<'_>>) -> Report {
+    /// The run's report; the switches' port counters come from `switches`' thread,
+    /// or this one's, unless `port_stats` (external switches) gives them.
+    fn report(
+        &self,
+        switches: Option<&Emu<'_>>,
+        port_stats: Option<Vec<Vec<PortStats>>>,
+    ) -> Report {
         let sw = switches.unwrap_or(self);
         let (link_drops, frames) = match switches {
             Some(s) => (self.link_drops + s.link_drops, self.frames + s.frames),
@@ -1262,12 +1343,13 @@ impl Emu<'_> {
             flows: &self.fab.flows,
             runs: &self.progress.runs,
             nics: &self.fab.nics,
-            port_stats: sw
-                .fab
-                .switches
-                .iter()
-                .map(|sw| (0..sw.port_count() as u16).map(|p| sw.stats(p)).collect())
-                .collect(),
+            port_stats: port_stats.unwrap_or_else(|| {
+                sw.fab
+                    .switches
+                    .iter()
+                    .map(|sw| (0..sw.port_count() as u16).map(|p| sw.stats(p)).collect())
+                    .collect()
+            }),
             queue_samples: &sw.queue_samples,
             link_drops,
             pfc_pauses: sw.pfc_pauses,

@@ -102,6 +102,16 @@ pub(crate) fn open_afxdp(ns: &str, ifname: &str) -> anyhow::Result<Box<dyn Packe
     Ok(Box::new(io))
 }
 
+/// Opens a host's port for `--mode xdp`: AF_XDP with the program in native mode,
+/// since the switch's XDP program redirects frames into this veth.
+pub(crate) fn open_afxdp_native(ns: &str, ifname: &str) -> anyhow::Result<Box<dyn PacketIo>> {
+    let io = in_netns(ns, || {
+        AfXdp::open_in(ifname, aya::programs::XdpMode::Driver)
+    })?
+    .context("opening a host's AF_XDP port (native XDP)")?;
+    Ok(Box::new(io))
+}
+
 /// Opens a port with `backend`.
 pub(crate) fn open_port(
     backend: IoBackend,
@@ -193,9 +203,11 @@ pub fn testbed_serve(cfg: &SimConfig, registry: &Registry) -> anyhow::Result<()>
         &|ns: &str, ifname: &str| open_port(backend, ns, ifname, plan.mtu),
         None,
         stop,
-        true,
-        1,
-        Some(std::path::Path::new(SERVE_READY_FILE)),
+        super::Options {
+            serve: true,
+            ready: Some(std::path::Path::new(SERVE_READY_FILE)),
+            ..super::Options::default()
+        },
     )?;
     Ok(())
 }
@@ -248,15 +260,12 @@ pub fn testbed_down() -> anyhow::Result<Vec<String>> {
     Ok(removed)
 }
 
-/// Runs `cfg` on a freshly built testbed and removes the testbed afterwards.
-pub fn run_emu(
+/// Builds the testbed for a `fablab run` of `cfg`, runs `f` on it, and removes it on
+/// every path (after `f`, or by its Drop while a panic unwinds).
+fn on_run_testbed<T>(
     cfg: &SimConfig,
-    registry: &Registry,
-    capture: Option<&Capture>,
-    backend: IoBackend,
-    threads: usize,
-) -> anyhow::Result<EmuRun> {
-    fablab_testbed::require_privileges().context("--mode emu")?;
+    f: impl FnOnce(&Topology, &Plan, Arc<AtomicBool>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let topo = Topology::build(&cfg.topology);
     let mut plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
     // fablab's NICs are the hosts: their kernels need no address (and without one
@@ -266,15 +275,71 @@ pub fn run_emu(
     plan.kernel_sees_frames = false;
     let stop = stop_flag()?;
     let testbed = Testbed::up(&plan).context("building the testbed")?;
-    // From here on `testbed` is removed on every path: `down` below, or its Drop
-    // while a panic unwinds.
-    let ports = ports_of(&plan);
-    let open = |ns: &str, ifname: &str| open_port(backend, ns, ifname, plan.mtu);
-    let result = super::run(
-        cfg, registry, ports, &open, capture, stop, false, threads, None,
-    );
+    let result = f(&topo, &plan, stop);
     let down = testbed.down().context("removing the testbed");
-    let run = result?;
+    let r = result?;
     down?;
-    Ok(run)
+    Ok(r)
+}
+
+/// Runs `cfg` on a freshly built testbed and removes the testbed afterwards.
+pub fn run_emu(
+    cfg: &SimConfig,
+    registry: &Registry,
+    capture: Option<&Capture>,
+    backend: IoBackend,
+    threads: usize,
+) -> anyhow::Result<EmuRun> {
+    fablab_testbed::require_privileges().context("--mode emu")?;
+    on_run_testbed(cfg, |_, plan, stop| {
+        let open = |ns: &str, ifname: &str| open_port(backend, ns, ifname, plan.mtu);
+        super::run(
+            cfg,
+            registry,
+            ports_of(plan),
+            &open,
+            capture,
+            stop,
+            super::Options {
+                threads,
+                ..super::Options::default()
+            },
+        )
+    })
+}
+
+/// `--mode xdp`: builds the testbed, attaches the XDP switch to every switch port,
+/// runs the hosts' NICs on AF_XDP sockets, and removes everything afterwards.
+pub fn run_xdp(
+    cfg: &SimConfig,
+    registry: &Registry,
+    capture: Option<&Capture>,
+) -> anyhow::Result<(EmuRun, crate::xdp::fabric::Counters)> {
+    fablab_testbed::require_privileges()?;
+    if let Some(why) = crate::xdp::fabric::unsupported(cfg) {
+        anyhow::bail!("{why}");
+    }
+    crate::io::afxdp::probe().context("the hosts' AF_XDP sockets")?;
+    on_run_testbed(cfg, |topo, plan, stop| {
+        let fabric = crate::xdp::fabric::XdpFabric::up(cfg, topo, plan)?;
+        let port_stats = || fabric.port_stats();
+        let queues = || fabric.occupancy();
+        let run = super::run(
+            cfg,
+            registry,
+            ports_of(plan),
+            &open_afxdp_native,
+            capture,
+            stop,
+            super::Options {
+                switches: super::SwitchPlane::External {
+                    port_stats: &port_stats,
+                    queues: &queues,
+                },
+                ..super::Options::default()
+            },
+        )?;
+        let counters = fabric.counters()?;
+        Ok((run, counters))
+    })
 }

@@ -245,6 +245,13 @@ impl AfXdp {
     /// Opens `ifname` (receive queue 0) in the calling thread's network namespace and
     /// attaches the redirect program to it (generic mode).
     pub fn open(ifname: &str) -> io::Result<AfXdp> {
+        AfXdp::open_in(ifname, XdpMode::Skb)
+    }
+
+    /// As [`AfXdp::open`], with the program attached in `mode`. Native mode is what
+    /// a veth needs when its peer's XDP program redirects frames into it (`--mode
+    /// xdp`): such frames skip the generic hook.
+    pub fn open_in(ifname: &str, mode: XdpMode) -> io::Result<AfXdp> {
         let cname = CString::new(ifname).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -326,8 +333,8 @@ impl AfXdp {
         map.set(0, rx.as_raw_fd(), 0)
             .map_err(|e| xsk_error(ifname, "registering the socket in the XSKMAP", e))?;
         program(&mut bpf)?
-            .attach(ifname, XdpMode::Skb)
-            .map_err(|e| xsk_error(ifname, "attaching xsk_redirect (generic XDP)", e))?;
+            .attach(ifname, mode)
+            .map_err(|e| xsk_error(ifname, &format!("attaching xsk_redirect ({mode:?})"), e))?;
 
         let mut port = AfXdp {
             _bpf: bpf,

@@ -1,6 +1,7 @@
 //! The eBPF side of fablab: the XDP switch (`ebpf/fl_switch.c`), loaded and
 //! configured from Rust with aya. docs/ebpf.md describes the programs and maps.
 
+pub mod fabric;
 pub mod maps;
 
 use std::io;
@@ -33,6 +34,10 @@ pub struct SwitchSetup {
 #[derive(Debug)]
 pub struct XdpSwitch {
     bpf: aya::Ebpf,
+    /// Ports 0..ports are configured.
+    ports: u16,
+    /// Each configured port's drain rate, Mb/s.
+    rates: Vec<u32>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> io::Error {
@@ -45,7 +50,11 @@ impl XdpSwitch {
     pub fn load() -> io::Result<XdpSwitch> {
         let object = crate::ebpf::object(crate::ebpf::FL_SWITCH, "the XDP switch")?;
         let bpf = crate::ebpf::load(object).map_err(|e| err("loading fl_switch.o", e))?;
-        let mut s = XdpSwitch { bpf };
+        let mut s = XdpSwitch {
+            bpf,
+            ports: 0,
+            rates: Vec::new(),
+        };
         s.program()?
             .load()
             .map_err(|e| err("the verifier rejected fl_switch", format!("{e:?}")))?;
@@ -95,6 +104,11 @@ impl XdpSwitch {
             ports
                 .set(u32::from(*port), *p, 0)
                 .map_err(|e| err("fl_ports", e))?;
+        }
+        self.ports = setup.ports.iter().map(|(p, _)| p + 1).max().unwrap_or(0);
+        self.rates = vec![0; usize::from(self.ports)];
+        for (p, fp) in &setup.ports {
+            self.rates[usize::from(*p)] = fp.rate_mbps;
         }
         // aya's LPM key is `struct fl_route_key`: the prefix length, then the data
         // (the address as on the wire).
@@ -171,6 +185,20 @@ impl XdpSwitch {
                 Ok((STATS[i as usize], v.iter().sum()))
             })
             .collect()
+    }
+
+    /// How many ports `configure` set up (ports 0..this).
+    pub fn port_count(&self) -> io::Result<u16> {
+        Ok(self.ports)
+    }
+
+    /// Port `port`'s virtual queue occupancy at `now` (`CLOCK_MONOTONIC` ns): what
+    /// it held at its last update, drained at the port's rate since.
+    pub fn occupancy(&self, port: u16, now: u64) -> io::Result<u64> {
+        let q = self.queue(port)?;
+        let rate = u64::from(self.rates.get(usize::from(port)).copied().unwrap_or(0));
+        let gone = now.saturating_sub(q.at) * rate / 8000;
+        Ok(q.bytes.saturating_sub(gone))
     }
 
     /// Port `port`'s virtual queue.

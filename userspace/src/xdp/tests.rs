@@ -273,6 +273,38 @@ fn policies_choose_as_the_dataplane_does() {
     );
 }
 
+/// ECMP hashes as the dataplane's switch does, so a flow takes the same port in
+/// xdp mode as in sim (same seed, same candidates), INT block or not.
+#[test]
+fn ecmp_picks_the_dataplanes_port() {
+    let Some(mut sw) = switch(&setup(FL_LB_ECMP, RATE, 1 << 30)) else {
+        return;
+    };
+    let mut up = switch(&setup(FL_LB_ECMP, RATE, 1 << 30)).unwrap();
+    let cands = [2u16, 3, 4, 5];
+    for entropy in 0..200u16 {
+        let mut pkt = Packet::data(0, 2, 3, 17, 100);
+        pkt.entropy = entropy;
+        let want = cands[(fablab_dataplane::switch::ecmp_hash(1, &pkt) % 4) as usize];
+        let f = data(2, entropy, 100);
+        assert_eq!(
+            out_port(&sw.test_run(&f).unwrap().1),
+            want,
+            "entropy {entropy}"
+        );
+        // The same frame after an INT source upstream (UDP port 4792).
+        let with_int = up.test_run(&data(1, entropy, 100)).unwrap().1;
+        let mut moved = with_int.clone();
+        moved[30..34].copy_from_slice(&host_ip(2));
+        fix_ip_checksum(&mut moved);
+        assert_eq!(
+            out_port(&sw.test_run(&moved).unwrap().1),
+            want,
+            "entropy {entropy}, INT"
+        );
+    }
+}
+
 /// The virtual queue: frames that do not fit the buffer are dropped and counted;
 /// ECN-capable frames are marked above kmax, never below kmin. The port drains at
 /// 1 Mb/s, a byte per 8 µs, so between test runs the queue loses a few bytes at
