@@ -105,4 +105,7 @@ struct fl_queue_locked {
 #define FL_INT_DS_ID 0x0fab
 #define FL_INT_DS_INSTRUCTIONS 0xc000
 
+/* fl_gen (ebpf/fl_bench.c) rewrites this much of each frame's head. */
+#define FL_GEN_HEAD 128
+
 #endif

@@ -206,7 +206,9 @@ static __always_inline int int_source(struct xdp_md *ctx, const struct hop *h)
 		return -1;
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	if (data + STACK_OFF + FL_INT_HOP_BYTES + INT_SOURCE_LEN > end)
+	/* The moved headers come from [INT_SOURCE_LEN, INT_SOURCE_LEN + BTH_OFF); the
+	 * block ends at BTH_OFF + INT_SOURCE_LEN: the same bound. */
+	if (data + BTH_OFF + INT_SOURCE_LEN > end)
 		return -1;
 	MOVE_DOWN(data, BTH_OFF, INT_SOURCE_LEN);
 	__u8 *b = (__u8 *)data + BTH_OFF;
@@ -244,7 +246,8 @@ static __always_inline int int_push(struct xdp_md *ctx, const struct hop *h)
 		return -1;
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	if (data + STACK_OFF + 2 * FL_INT_HOP_BYTES > end)
+	/* Reads reach STACK_OFF + FL_INT_HOP_BYTES, and so does the new hop. */
+	if (data + STACK_OFF + FL_INT_HOP_BYTES > end)
 		return -1;
 	MOVE_DOWN(data, STACK_OFF, FL_INT_HOP_BYTES);
 	__u8 *b = (__u8 *)data + BTH_OFF;

@@ -147,6 +147,17 @@ enum BenchWhat {
         #[arg(long, value_enum, default_value_t = Io::Auto)]
         io: Io,
     },
+    /// Frames through the XDP switch (fl_switch: INT on, adaptive choice) against a
+    /// bare XDP_REDIRECT program on the same namespaces, same in-kernel generator,
+    /// same run: Mpps and their ratio.
+    Xdp {
+        /// Frame sizes in bytes, Ethernet header included, FCS excluded.
+        #[arg(long, value_delimiter = ',', default_values_t = [64, 1500])]
+        sizes: Vec<usize>,
+        /// Seconds of counting per measurement (after 0.2 s of warm-up).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -472,6 +483,13 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 },
             };
             let rows = crate::bench::switch(&sizes, seconds, &backends)?;
+            print!("{}", crate::bench::table(&rows));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchWhat::Xdp { sizes, seconds },
+        } => {
+            let rows = crate::bench::xdp::run(&sizes, seconds)?;
             print!("{}", crate::bench::table(&rows));
             Ok(ExitCode::SUCCESS)
         }

@@ -507,6 +507,31 @@ fn bench_switch_measures_both_forwarders() {
     assert!(ours().is_empty(), "left behind: {:?}", ours());
 }
 
+/// `fablab bench xdp` measures the bare redirect and the XDP switch in one run and
+/// leaves nothing behind.
+fn bench_xdp_measures_both_programs() {
+    let out = ok(fablab()
+        .args(["bench", "xdp", "--sizes", "64,1500", "--seconds", "0.3"])
+        .output()
+        .unwrap());
+    eprintln!("{out}");
+    for size in ["64 B", "1500 B"] {
+        for fwd in ["bare redirect ", "fl_switch "] {
+            let row = out
+                .lines()
+                .find(|l| l.trim_start().starts_with(size) && l.contains(fwd))
+                .unwrap_or_else(|| panic!("no {size} {fwd}row:\n{out}"));
+            let mpps: Vec<f64> = row
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            assert!(mpps.len() >= 4 && mpps[1] > 0.0 && mpps[2] > 0.0, "{row}");
+        }
+    }
+    assert!(out.contains("fl_switch ÷ bare redirect"), "{out}");
+    assert!(ours().is_empty(), "left behind: {:?}", ours());
+}
+
 /// Waits until a run's testbed (quickstart's: `fl-s5` is its last namespace) exists.
 fn wait_for_testbed() {
     let t = Instant::now();
@@ -532,11 +557,16 @@ fn rx_packets(ns: &str, ifname: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// How many of fablab's XDP programs (AF_XDP redirect, switch) the kernel holds.
+/// How many of fablab's XDP programs the kernel holds.
 fn xdp_programs_loaded() -> usize {
     aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
-        .filter(|p| matches!(p.name_as_str(), Some("xsk_redirect" | "fl_switch")))
+        .filter(|p| {
+            matches!(
+                p.name_as_str(),
+                Some("xsk_redirect" | "fl_switch" | "fl_gen" | "fl_bare_redirect" | "fl_sink")
+            )
+        })
         .count()
 }
 
@@ -613,6 +643,7 @@ fn emu_on_network_namespaces() {
     garbage_into_a_switch_port(tmp.path());
     pcap_is_read_by_tshark(tmp.path());
     bench_switch_measures_both_forwarders();
+    bench_xdp_measures_both_programs();
     ping_and_tcp_cross_a_spraying_fabric(tmp.path());
     gc_cleans_up_after_a_killed_run(tmp.path());
 }

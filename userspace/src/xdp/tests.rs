@@ -154,6 +154,24 @@ fn data_gets_an_int_block_the_dataplane_reads() {
     assert_eq!(stat(&sw, "forwarded"), 1);
 }
 
+/// A minimal data frame (4 bytes of payload: 62 bytes) gets its INT block and a
+/// transit hop too.
+#[test]
+fn the_smallest_data_frame_gets_int() {
+    let Some(mut sw) = switch(&setup(FL_LB_ECMP, RATE, 1 << 20)) else {
+        return;
+    };
+    let frame = data(1, 1, 4);
+    assert_eq!(frame.len(), 62);
+    let (verdict, once) = sw.test_run(&frame).unwrap();
+    assert_eq!(verdict, XDP_REDIRECT);
+    let (verdict, twice) = sw.test_run(&once).unwrap();
+    assert_eq!(verdict, XDP_REDIRECT);
+    let d = codec::decode(&twice).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.pkt.int.hops().len(), 2);
+    assert_eq!(stat(&sw, "adjust_failed"), 0);
+}
+
 /// A second switch pushes its hop on top; the stack reads newest first.
 #[test]
 fn a_transit_switch_pushes_its_hop() {

@@ -37,6 +37,8 @@ use crate::emu;
 use crate::emu::session::{open_port, ports_of, veth_mtu, IoBackend};
 use crate::io::{AfPacket, AfPacketConfig, PacketIo};
 
+pub mod xdp;
+
 /// The switch of the bench topology (hosts 0 and 1 come first).
 const SWITCH: u32 = 2;
 /// Time for the path to fill before counting starts.
@@ -334,19 +336,20 @@ pub fn table(rows: &[Measurement]) -> String {
             r.mpps_per_core()
         );
     }
-    // Each fablab row against the kernel row of its frame size.
-    for f in rows.iter().filter(|r| r.forwarder != "kernel") {
-        let Some(k) = rows
-            .iter()
-            .find(|k| k.forwarder == "kernel" && k.frame_bytes == f.frame_bytes)
-        else {
+    // Every other row against the first (the baseline) of its frame size.
+    for (i, f) in rows.iter().enumerate() {
+        let Some(k) = rows.iter().find(|k| k.frame_bytes == f.frame_bytes) else {
             continue;
         };
+        if std::ptr::eq(k, &rows[i]) {
+            continue;
+        }
         let _ = writeln!(
             o,
-            "{:>4} B  {} ÷ kernel: {:.2}× the packets, {:.2}× per busy core",
+            "{:>4} B  {} ÷ {}: {:.2}× the packets, {:.2}× per busy core",
             f.frame_bytes,
             f.forwarder,
+            k.forwarder,
             f.forwarded_mpps / k.forwarded_mpps.max(1e-9),
             f.mpps_per_core() / k.mpps_per_core().max(1e-9)
         );
