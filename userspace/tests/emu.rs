@@ -155,14 +155,7 @@ fn quickstart_in_xdp_mode_matches_sim(tmp: &Path) {
         "the virtual queues counted the traffic: {tx}"
     );
     assert!(ours().is_empty(), "left behind: {:?}", ours());
-    let t = Instant::now();
-    while xdp_programs_loaded() > 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "XDP programs left loaded"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    no_xdp_programs_left();
 }
 
 /// One run of `scenarios/ecmp-vs-spray.toml` with `gbps` links: its results.json.
@@ -480,20 +473,23 @@ fn pcap_is_read_by_tshark(tmp: &Path) {
     assert!(ours().is_empty(), "left behind: {:?}", ours());
 }
 
-/// `fablab bench switch` measures the kernel and fablab on both backends in one run
-/// and removes its testbed.
-fn bench_switch_measures_both_forwarders() {
+/// Runs `fablab bench ARGS` and checks that every `rows` forwarder has a row per
+/// frame size with positive offered and forwarded rates, that the table compares
+/// them (`ratios`), and that nothing is left behind.
+fn bench_rows(args: &[&str], rows: &[&str], ratios: &[&str]) {
     let out = ok(fablab()
-        .args(["bench", "switch", "--sizes", "64,1500", "--seconds", "0.3"])
+        .arg("bench")
+        .args(args)
+        .args(["--sizes", "64,1500", "--seconds", "0.3"])
         .output()
         .unwrap());
     eprintln!("{out}");
     for size in ["64 B", "1500 B"] {
-        for fwd in ["kernel ", "fablab afxdp ", "fablab afpacket "] {
+        for fwd in rows {
             let row = out
                 .lines()
-                .find(|l| l.trim_start().starts_with(size) && l.contains(fwd))
-                .unwrap_or_else(|| panic!("no {size} {fwd}row:\n{out}"));
+                .find(|l| l.trim_start().starts_with(size) && l.contains(&format!("{fwd} ")))
+                .unwrap_or_else(|| panic!("no {size} {fwd} row:\n{out}"));
             // offered, forwarded: both positive.
             let mpps: Vec<f64> = row
                 .split_whitespace()
@@ -502,34 +498,29 @@ fn bench_switch_measures_both_forwarders() {
             assert!(mpps.len() >= 4 && mpps[1] > 0.0 && mpps[2] > 0.0, "{row}");
         }
     }
-    assert!(out.contains("fablab afxdp ÷ kernel"), "{out}");
-    assert!(out.contains("fablab afpacket ÷ kernel"), "{out}");
+    for r in ratios {
+        assert!(out.contains(r), "no {r:?}:\n{out}");
+    }
     assert!(ours().is_empty(), "left behind: {:?}", ours());
 }
 
-/// `fablab bench xdp` measures the bare redirect and the XDP switch in one run and
-/// leaves nothing behind.
+/// `fablab bench switch` measures the kernel and fablab on both backends in one run.
+fn bench_switch_measures_both_forwarders() {
+    bench_rows(
+        &["switch"],
+        &["kernel", "fablab afxdp", "fablab afpacket"],
+        &["fablab afxdp ÷ kernel", "fablab afpacket ÷ kernel"],
+    );
+}
+
+/// `fablab bench xdp` measures the bare redirect and the XDP switch in one run.
 fn bench_xdp_measures_both_programs() {
-    let out = ok(fablab()
-        .args(["bench", "xdp", "--sizes", "64,1500", "--seconds", "0.3"])
-        .output()
-        .unwrap());
-    eprintln!("{out}");
-    for size in ["64 B", "1500 B"] {
-        for fwd in ["bare redirect ", "fl_switch "] {
-            let row = out
-                .lines()
-                .find(|l| l.trim_start().starts_with(size) && l.contains(fwd))
-                .unwrap_or_else(|| panic!("no {size} {fwd}row:\n{out}"));
-            let mpps: Vec<f64> = row
-                .split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            assert!(mpps.len() >= 4 && mpps[1] > 0.0 && mpps[2] > 0.0, "{row}");
-        }
-    }
-    assert!(out.contains("fl_switch ÷ bare redirect"), "{out}");
-    assert!(ours().is_empty(), "left behind: {:?}", ours());
+    bench_rows(
+        &["xdp"],
+        &["bare redirect", "fl_switch"],
+        &["fl_switch ÷ bare redirect"],
+    );
+    no_xdp_programs_left();
 }
 
 /// Waits until a run's testbed (quickstart's: `fl-s5` is its last namespace) exists.
@@ -555,6 +546,20 @@ fn rx_packets(ns: &str, ifname: &str) -> u64 {
         .ok()
         .and_then(|v| v[0]["stats64"]["rx"]["packets"].as_u64())
         .unwrap_or(0)
+}
+
+/// Waits (up to 5 s: the kernel frees programs after an RCU grace period) until no
+/// fablab XDP program is loaded, or fails.
+fn no_xdp_programs_left() {
+    let t = Instant::now();
+    while xdp_programs_loaded() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{} fablab XDP programs still loaded",
+            xdp_programs_loaded()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// How many of fablab's XDP programs the kernel holds.
@@ -608,15 +613,7 @@ fn gc_cleans_up_after_a_killed_run(tmp: &Path) {
     assert!(ours().is_empty(), "gc left: {:?}", ours());
     // The killed run's XDP programs went with its descriptors (the kernel frees
     // them after an RCU grace period).
-    let t = Instant::now();
-    while xdp_programs_loaded() > 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "{} XDP programs still loaded after the run was killed",
-            xdp_programs_loaded()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    no_xdp_programs_left();
     let again = ok(fablab().args(["testbed", "gc"]).output().unwrap());
     assert!(again.contains("nothing to remove"), "{again}");
 }

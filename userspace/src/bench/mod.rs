@@ -74,20 +74,12 @@ pub fn switch(
     seconds: f64,
     backends: &[IoBackend],
 ) -> anyhow::Result<Vec<Measurement>> {
-    fablab_testbed::require_privileges().context("fablab bench switch")?;
-    anyhow::ensure!(
-        seconds > 0.0 && seconds.is_finite(),
-        "--seconds must be positive"
-    );
-    let cfg = config();
-    let frames = sizes
-        .iter()
-        .map(|&s| frame(s).map(|f| (s, f)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let topo = Topology::build(&cfg.topology);
-    let mut plan = Plan::new(&topo, veth_mtu(&cfg)).context("planning the bench testbed")?;
-    // No host stack answers or consumes the frames.
-    plan.address_hosts = false;
+    let Bed {
+        cfg,
+        frames,
+        topo: _,
+        plan,
+    } = Bed::plan("fablab bench switch", sizes, seconds)?;
     let testbed = Testbed::up(&plan).context("building the bench testbed")?;
     let result = (|| {
         let mut out = Vec::new();
@@ -109,6 +101,41 @@ pub fn switch(
     })();
     testbed.down().context("removing the bench testbed")?;
     result
+}
+
+/// What both benches start from: the configuration, a frame of each size, and the
+/// testbed's plan (not built yet).
+struct Bed {
+    cfg: SimConfig,
+    frames: Vec<(usize, Vec<u8>)>,
+    topo: Topology,
+    plan: Plan,
+}
+
+impl Bed {
+    /// Checks privileges and arguments for `what`, and plans the bench's testbed.
+    /// No host stack answers or consumes the frames (no host addresses).
+    fn plan(what: &str, sizes: &[usize], seconds: f64) -> anyhow::Result<Bed> {
+        fablab_testbed::require_privileges().context(what.to_string())?;
+        anyhow::ensure!(
+            seconds > 0.0 && seconds.is_finite(),
+            "--seconds must be positive"
+        );
+        let cfg = config();
+        let frames = sizes
+            .iter()
+            .map(|&s| frame(s).map(|f| (s, f)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let topo = Topology::build(&cfg.topology);
+        let mut plan = Plan::new(&topo, veth_mtu(&cfg)).context("planning the bench testbed")?;
+        plan.address_hosts = false;
+        Ok(Bed {
+            cfg,
+            frames,
+            topo,
+            plan,
+        })
+    }
 }
 
 /// One switch, two hosts, 400 Gb/s links without delay, INT on, adaptive choice.

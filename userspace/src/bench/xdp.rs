@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aya::maps::{Array, DevMap, PerCpuArray};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
-use fablab_dataplane::sim::topology::Topology;
-use fablab_testbed::{in_netns, Plan, Testbed};
+use fablab_testbed::{in_netns, Testbed};
 
-use super::{config, cpu_times, frame, Measurement, SWITCH, WARMUP};
-use crate::emu::session::veth_mtu;
+use super::{cpu_times, Bed, Measurement, SWITCH, WARMUP};
 use crate::xdp::XdpSwitch;
 
 /// `FL_GEN_HEAD` of `ebpf/fablab.h`: how much of each frame `fl_gen` rewrites.
@@ -87,19 +85,12 @@ fn if_index(ifname: &str) -> anyhow::Result<u32> {
 /// Runs the bench for every frame size: the bare redirect, then the XDP switch,
 /// `seconds` of counting each. Root only; the testbed is removed on every path.
 pub fn run(sizes: &[usize], seconds: f64) -> anyhow::Result<Vec<Measurement>> {
-    fablab_testbed::require_privileges().context("fablab bench xdp")?;
-    anyhow::ensure!(
-        seconds > 0.0 && seconds.is_finite(),
-        "--seconds must be positive"
-    );
-    let cfg = config();
-    let frames = sizes
-        .iter()
-        .map(|&s| frame(s).map(|f| (s, f)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let topo = Topology::build(&cfg.topology);
-    let mut plan = Plan::new(&topo, veth_mtu(&cfg)).context("planning the bench testbed")?;
-    plan.address_hosts = false;
+    let Bed {
+        cfg,
+        frames,
+        topo,
+        mut plan,
+    } = Bed::plan("fablab bench xdp", sizes, seconds)?;
     plan.kernel_sees_frames = false;
     let testbed = Testbed::up(&plan).context("building the bench testbed")?;
     let result = (|| {
