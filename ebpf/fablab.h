@@ -105,6 +105,38 @@ struct fl_queue_locked {
 #define FL_INT_DS_ID 0x0fab
 #define FL_INT_DS_INSTRUCTIONS 0xc000
 
+/* fl_tc_spray: which UDP packets it sprays, and the entropies of a new flow. */
+struct fl_spray_config {
+	__u16 port_lo;     /* destination ports port_lo..=port_hi are sprayed */
+	__u16 port_hi;
+	__u16 base;        /* a new flow's entropies are in [base, base + span) */
+	__u16 span;
+	__u32 count;       /* how many entropies a new flow gets (1..=FL_MAX_ENTROPIES) */
+};
+
+#define FL_MAX_ENTROPIES 16
+/* Entries of fl_tc_spray's CRC shift table: IP packets up to this + 26 bytes. */
+#define FL_CRC_SHIFT_MAX 16384
+
+/* A flow: destination address (network order) and, for RoCEv2, the destination
+ * QP; for other UDP, (source port << 16) | destination port. */
+struct fl_flow_key {
+	__u32 daddr;
+	__u32 id;
+};
+
+/* A flow's entropies, used in turn: ports[0..n), next is the next index. */
+struct fl_entropy_set {
+	__u32 n;
+	__u32 next;
+	__u16 ports[FL_MAX_ENTROPIES];
+};
+
+#define FL_SPRAY_REWRITTEN 0 /* packets given an entropy from their set */
+#define FL_SPRAY_NEW_FLOW 1  /* flows that got a default set */
+#define FL_SPRAY_SKIPPED 2   /* matching packets left alone (too short, map full) */
+#define FL_SPRAY_STAT_COUNT 3
+
 /* fl_gen (ebpf/fl_bench.c) rewrites this much of each frame's head. */
 #define FL_GEN_HEAD 128
 

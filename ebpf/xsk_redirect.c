@@ -20,12 +20,12 @@ struct {
 	__uint(max_entries, 64);
 	__type(key, __u32);
 	__type(value, __u32);
-} xsks SEC(".maps");
+} fl_xsks SEC(".maps");
 
 SEC("xdp.frags")
-int xsk_redirect(struct xdp_md *ctx)
+int fl_xsk_redirect(struct xdp_md *ctx)
 {
-	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	return bpf_redirect_map(&fl_xsks, ctx->rx_queue_index, XDP_PASS);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

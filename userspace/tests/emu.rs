@@ -569,7 +569,7 @@ fn xdp_programs_loaded() -> usize {
         .filter(|p| {
             matches!(
                 p.name_as_str(),
-                Some("xsk_redirect" | "fl_switch" | "fl_gen" | "fl_bare_redirect" | "fl_sink")
+                Some("fl_xsk_redirect" | "fl_switch" | "fl_gen" | "fl_bare_redirect" | "fl_sink")
             )
         })
         .count()

@@ -70,7 +70,7 @@ pub fn probe() -> io::Result<()> {
     let mut bpf = load_object().map_err(|e| other("loading xsk_redirect.o", e))?;
     let prog: &mut Xdp = program(&mut bpf)?;
     prog.load()
-        .map_err(|e| other("the kernel refused xsk_redirect", e))?;
+        .map_err(|e| other("the kernel refused fl_xsk_redirect", e))?;
     // SAFETY: socket(2) with constant arguments; the result is checked below.
     let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -94,8 +94,8 @@ fn other(what: &str, e: impl std::fmt::Display) -> io::Error {
 }
 
 fn program(bpf: &mut aya::Ebpf) -> io::Result<&mut Xdp> {
-    bpf.program_mut("xsk_redirect")
-        .ok_or_else(|| other("xsk_redirect.o", "no program xsk_redirect"))?
+    bpf.program_mut("fl_xsk_redirect")
+        .ok_or_else(|| other("xsk_redirect.o", "no program fl_xsk_redirect"))?
         .try_into()
         .map_err(|e| other("xsk_redirect.o", e))
 }
@@ -262,7 +262,7 @@ impl AfXdp {
         let mut bpf = load_object().map_err(|e| xsk_error(ifname, "loading xsk_redirect.o", e))?;
         program(&mut bpf)?
             .load()
-            .map_err(|e| xsk_error(ifname, "the kernel refused xsk_redirect", e))?;
+            .map_err(|e| xsk_error(ifname, "the kernel refused fl_xsk_redirect", e))?;
 
         let area = Area::new((CHUNK * CHUNKS) as usize)
             .map_err(|e| xsk_error(ifname, "mapping the UMEM", e))?;
@@ -326,15 +326,15 @@ impl AfXdp {
             .collect();
 
         let mut map: XskMap<_> = bpf
-            .map_mut("xsks")
-            .ok_or_else(|| xsk_error(ifname, "xsk_redirect.o", "no map xsks"))?
+            .map_mut("fl_xsks")
+            .ok_or_else(|| xsk_error(ifname, "xsk_redirect.o", "no map fl_xsks"))?
             .try_into()
-            .map_err(|e| xsk_error(ifname, "xsk_redirect.o: map xsks", e))?;
+            .map_err(|e| xsk_error(ifname, "xsk_redirect.o: map fl_xsks", e))?;
         map.set(0, rx.as_raw_fd(), 0)
             .map_err(|e| xsk_error(ifname, "registering the socket in the XSKMAP", e))?;
         program(&mut bpf)?
             .attach(ifname, mode)
-            .map_err(|e| xsk_error(ifname, &format!("attaching xsk_redirect ({mode:?})"), e))?;
+            .map_err(|e| xsk_error(ifname, &format!("attaching fl_xsk_redirect ({mode:?})"), e))?;
 
         let mut port = AfXdp {
             _bpf: bpf,

@@ -10,7 +10,7 @@
 pub mod afpacket;
 pub mod afxdp;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 pub use afpacket::{AfPacket, AfPacketConfig, RxRing};
 pub use afxdp::AfXdp;

@@ -33,6 +33,19 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// True when running as root. Otherwise false (the test skips itself, saying so),
+/// or, under `CI=true`, a failure that says why root is needed.
+pub fn root_or_skip(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("needs root: {why}");
+    }
+    eprintln!("skipped: needs root");
+    false
+}
+
 /// Runs `f` on a new thread in a new network namespace holding the veth pair
 /// `fl-<tag><pid>a` / `fl-<tag><pid>b` (MTU 9000, up, IPv6 off so the kernel
 /// sends nothing on it). `None` when skipped for lack of root.
@@ -40,11 +53,7 @@ pub fn with_veth<T: Send + 'static>(
     tag: &'static str,
     f: impl FnOnce(&Veth) -> T + Send + 'static,
 ) -> Option<T> {
-    if !is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("needs root: packet I/O tests create veth pairs in a network namespace");
-        }
-        eprintln!("skipped: needs root");
+    if !root_or_skip("packet I/O tests create veth pairs in a network namespace") {
         return None;
     }
     let t = std::thread::spawn(move || {

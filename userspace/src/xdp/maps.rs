@@ -95,6 +95,48 @@ unsafe impl Pod for FlRoute {}
 // SAFETY: as above.
 unsafe impl Pod for FlQueueLocked {}
 
+/// `fl_spray_config[0]` of `fl_tc_spray`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlSprayConfig {
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub base: u16,
+    pub span: u16,
+    pub count: u32,
+}
+
+pub const FL_MAX_ENTROPIES: usize = 16;
+pub const FL_CRC_SHIFT_MAX: u32 = 16384;
+
+/// A flow of `fl_tc_spray`: destination address (as on the wire) and RoCEv2's
+/// destination QP (or, for other UDP, `sport << 16 | dport`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FlFlowKey {
+    pub daddr: [u8; 4],
+    pub id: u32,
+}
+
+/// A flow's entropies, `ports[..n]`, used in turn from index `next`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlEntropySet {
+    pub n: u32,
+    pub next: u32,
+    pub ports: [u16; FL_MAX_ENTROPIES],
+}
+
+// SAFETY: as for the structs above: integers and byte arrays, no padding.
+unsafe impl Pod for FlSprayConfig {}
+// SAFETY: as above.
+unsafe impl Pod for FlFlowKey {}
+// SAFETY: as above.
+unsafe impl Pod for FlEntropySet {}
+
+/// `fl_spray_stats` indices (`FL_SPRAY_*`).
+pub const SPRAY_STATS: [&str; 3] = ["rewritten", "new_flows", "skipped"];
+
 /// `fl_stats` indices (`FL_STAT_*`), with the names results.json gives them.
 pub const STATS: [&str; 11] = [
     "forwarded",
@@ -178,9 +220,9 @@ mod tests {
         out
     }
 
-    fn switch_btf() -> Vec<u8> {
+    fn btf_of(obj: Result<&[u8], &str>) -> Vec<u8> {
         use object::{Object as _, ObjectSection as _};
-        let obj = crate::ebpf::FL_SWITCH.expect("the XDP switch is built (scripts/setup.sh)");
+        let obj = obj.expect("the eBPF programs are built (scripts/setup.sh)");
         let file = object::File::parse(obj).unwrap();
         let section = file.section_by_name(".BTF").expect("a .BTF section");
         section.data().unwrap().to_vec()
@@ -188,8 +230,8 @@ mod tests {
 
     #[test]
     fn rust_structs_match_the_programs_btf() {
-        let btf = switch_btf();
-        let structs = btf_structs(&btf);
+        let mut structs = btf_structs(&btf_of(crate::ebpf::FL_SWITCH));
+        structs.extend(btf_structs(&btf_of(crate::ebpf::FL_TC_SPRAY)));
         macro_rules! check {
             ($c:literal, $t:ty, [$($f:ident),*]) => {{
                 let (size, members) = structs
@@ -236,5 +278,12 @@ mod tests {
             [bytes, at, tx_bytes, tx_packets, drops, ecn_marks, max_bytes]
         );
         check!("fl_queue_locked", FlQueueLocked, [lock, pad, q]);
+        check!(
+            "fl_spray_config",
+            FlSprayConfig,
+            [port_lo, port_hi, base, span, count]
+        );
+        check!("fl_flow_key", FlFlowKey, [daddr, id]);
+        check!("fl_entropy_set", FlEntropySet, [n, next, ports]);
     }
 }

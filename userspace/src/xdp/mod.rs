@@ -3,11 +3,12 @@
 
 pub mod fabric;
 pub mod maps;
+pub mod spray;
 
 use std::io;
 
 use aya::maps::{Array, HashMap, LpmTrie, PerCpuArray};
-use aya::programs::{TestRun as _, TestRunOptions, Xdp, XdpMode};
+use aya::programs::{TestRunOptions, Xdp, XdpMode};
 
 use maps::{FlConfig, FlPort, FlQueue, FlQueueLocked, FlRoute, STATS};
 
@@ -162,29 +163,12 @@ impl XdpSwitch {
     /// Runs the program once on `frame` (`BPF_PROG_TEST_RUN`): the verdict and the
     /// frame as the program left it.
     pub fn test_run(&mut self, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
-        let mut out = vec![0u8; frame.len() + 512];
-        let r = self
-            .program()?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| err("test run", e))?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        test_run(&*self.program()?, frame, 512).map_err(|e| err("test run", e))
     }
 
     /// The drop and forwarding counters, summed over CPUs, by name.
     pub fn stats(&self) -> io::Result<Vec<(&'static str, u64)>> {
-        let stats: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.map("fl_stats")?).map_err(|e| err("fl_stats", e))?;
-        (0..STATS.len() as u32)
-            .map(|i| {
-                let v = stats.get(&i, 0).map_err(|e| err("fl_stats", e))?;
-                Ok((STATS[i as usize], v.iter().sum()))
-            })
-            .collect()
+        per_cpu_counters(self.map("fl_stats")?, &STATS).map_err(|e| err("fl_stats", e))
     }
 
     /// How many ports `configure` set up (ports 0..this).
@@ -210,6 +194,41 @@ impl XdpSwitch {
             .map_err(|e| err("fl_queues", e))?
             .q)
     }
+}
+
+/// Runs `program` once on `frame` (`BPF_PROG_TEST_RUN`), with room for the frame
+/// to grow by `grow` bytes: the verdict and the frame as the program left it.
+pub(crate) fn test_run<P>(program: &P, frame: &[u8], grow: usize) -> io::Result<(u32, Vec<u8>)>
+where
+    P: for<'a> aya::programs::TestRun<
+        Opts<'a> = TestRunOptions<'a>,
+        Result = aya::programs::TestRunResult,
+    >,
+{
+    let mut out = vec![0u8; frame.len() + grow];
+    let r = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .map_err(io::Error::other)?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
+}
+
+/// A per-CPU array of counters, summed over CPUs, by the names of its indices.
+pub(crate) fn per_cpu_counters(
+    map: &aya::maps::Map,
+    names: &[&'static str],
+) -> io::Result<Vec<(&'static str, u64)>> {
+    let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(io::Error::other)?;
+    (0..names.len() as u32)
+        .map(|i| {
+            let v = counters.get(&i, 0).map_err(io::Error::other)?;
+            Ok((names[i as usize], v.iter().sum()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -14,11 +14,6 @@ const NODE: u32 = 9;
 const RATE: u32 = 100_000;
 const MTU: u32 = 4412;
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 /// The MAC at the far end of port `p`'s link.
 fn peer(p: u16) -> [u8; 6] {
     port_mac(100 + u32::from(p), 0)
@@ -62,11 +57,7 @@ fn setup(policy: u32, rate_mbps: u32, buffer: u32) -> SwitchSetup {
 }
 
 fn switch(s: &SwitchSetup) -> Option<XdpSwitch> {
-    if !is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("needs root: loading the XDP switch");
-        }
-        eprintln!("skipped: needs root");
+    if !crate::io::testkit::root_or_skip("loading the XDP switch") {
         return None;
     }
     let mut sw = XdpSwitch::load().unwrap_or_else(|e| panic!("{e}"));
