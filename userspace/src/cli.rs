@@ -160,6 +160,47 @@ enum BenchWhat {
     },
 }
 
+/// How `fablab testbed up` runs the fabric.
+#[derive(Debug, Clone, clap::Args)]
+struct ServeFlags {
+    /// Run the switches as XDP programs (fl_switch) instead of in userspace.
+    #[arg(long)]
+    xdp: bool,
+    /// Spray the hosts' own UDP traffic to these destination ports per packet, with
+    /// the TC program fl_tc_spray on every host's egress (e.g. 4791, or 5201 for
+    /// iperf3 -u; LO-HI for a range).
+    #[arg(long, value_name = "PORT[-PORT]", value_parser = parse_ports)]
+    spray_ports: Option<(u16, u16)>,
+}
+
+impl ServeFlags {
+    fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if self.xdp {
+            a.push("--xdp".into());
+        }
+        if let Some((lo, hi)) = self.spray_ports {
+            a.push("--spray-ports".into());
+            a.push(format!("{lo}-{hi}"));
+        }
+        a
+    }
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let p = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{x:?} is not a UDP port (0..=65535)"))
+    };
+    let (lo, hi) = (p(lo)?, p(hi)?);
+    if lo > hi {
+        return Err(format!("{lo}-{hi}: the first port is above the last"));
+    }
+    Ok((lo, hi))
+}
+
 #[derive(Debug, Subcommand)]
 enum TestbedAction {
     /// Build a scenario's fabric as fl- namespaces and veths and leave it running:
@@ -170,6 +211,8 @@ enum TestbedAction {
         /// Override a scenario key (repeatable), as for `run`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        #[command(flatten)]
+        serve: ServeFlags,
     },
     /// Stop the testbed's switches and remove every fl- namespace and link.
     Down,
@@ -182,6 +225,8 @@ enum TestbedAction {
         scenario: PathBuf,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        #[command(flatten)]
+        serve: ServeFlags,
     },
 }
 
@@ -396,7 +441,11 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
         }
         Command::Testbed { action } => {
             match action {
-                TestbedAction::Up { scenario, sets } => {
+                TestbedAction::Up {
+                    scenario,
+                    sets,
+                    serve,
+                } => {
                     let s = load(&scenario, &sets, None, registry)?;
                     let cfg = run::sim_config(&s, &scenario)?;
                     let mut args: Vec<String> = vec![
@@ -407,6 +456,12 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                     for kv in &sets {
                         args.push("--set".into());
                         args.push(kv.clone());
+                    }
+                    args.extend(serve.args());
+                    if serve.xdp {
+                        if let Some(why) = crate::xdp::fabric::unsupported(&cfg) {
+                            anyhow::bail!("--xdp: {why}");
+                        }
                     }
                     let (plan, pid) = emu::session::testbed_up(&cfg, &args)?;
                     println!(
@@ -433,10 +488,14 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                     );
                     println!("remove it with: fablab testbed down");
                 }
-                TestbedAction::Serve { scenario, sets } => {
+                TestbedAction::Serve {
+                    scenario,
+                    sets,
+                    serve,
+                } => {
                     let s = load(&scenario, &sets, None, registry)?;
                     let cfg = run::sim_config(&s, &scenario)?;
-                    emu::session::testbed_serve(&cfg, registry)?;
+                    emu::session::testbed_serve(&cfg, registry, serve.xdp, serve.spray_ports)?;
                 }
                 TestbedAction::Down | TestbedAction::Gc => {
                     let removed = emu::session::testbed_down()?;

@@ -523,6 +523,95 @@ fn bench_xdp_measures_both_programs() {
     no_xdp_programs_left();
 }
 
+/// Sends 400 UDP datagrams from h0 to h7's port 5201 through a running testbed;
+/// returns how many arrived, from how many source ports, and how many datagrams
+/// each spine took from leaf0 (its port 0's receive counter, before and after).
+fn udp_through_testbed() -> (usize, usize, Vec<u64>) {
+    use std::net::UdpSocket;
+    let spines = || -> Vec<u64> {
+        (2..6)
+            .map(|s| rx_packets(&format!("fl-s{s}"), &format!("fl-s{s}p0")))
+            .collect()
+    };
+    let before = spines();
+    let (got, ports) = std::thread::scope(|sc| {
+        let rx = sc.spawn(|| {
+            fablab_testbed::in_netns("fl-h7", || {
+                let sock = UdpSocket::bind("0.0.0.0:5201").unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(1500)))
+                    .unwrap();
+                let (mut n, mut ports) = (0, std::collections::BTreeSet::new());
+                let mut buf = [0u8; 2048];
+                while let Ok((_, from)) = sock.recv_from(&mut buf) {
+                    n += 1;
+                    ports.insert(from.port());
+                }
+                (n, ports.len())
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        fablab_testbed::in_netns("fl-h0", || {
+            let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..400 {
+                sock.send_to(&[7u8; 1000], "10.1.0.7:5201").unwrap();
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+        .unwrap();
+        rx.join().unwrap()
+    });
+    let after = spines();
+    (
+        got,
+        ports,
+        after.iter().zip(&before).map(|(a, b)| a - b).collect(),
+    )
+}
+
+/// `fablab testbed up --xdp`: the switches are XDP programs, the hosts their
+/// kernels. Ping crosses; a UDP sender that keeps one source port stays on one
+/// spine under ECMP, and with `--spray-ports` (fl_tc_spray on the hosts' egress)
+/// its datagrams leave with 8 entropies and spread over the spines, every one
+/// delivered.
+fn testbed_xdp_sprays_unmodified_senders() {
+    for spray in [false, true] {
+        let mut args = vec![
+            "testbed",
+            "up",
+            "scenarios/quickstart.toml",
+            "--set",
+            "switch.lb=ecmp",
+            "--xdp",
+        ];
+        if spray {
+            args.extend(["--spray-ports", "5201"]);
+        }
+        ok(fablab().args(&args).output().unwrap());
+        let ping = Command::new("ip")
+            .args([
+                "netns", "exec", "fl-h0", "ping", "-c", "3", "-i", "0.2", "10.1.0.7",
+            ])
+            .output()
+            .unwrap();
+        let (got, ports, per_spine) = udp_through_testbed();
+        ok(fablab().args(["testbed", "down"]).output().unwrap());
+        assert!(ping.status.success(), "ping across XDP switches failed");
+        eprintln!("spray {spray}: {got} datagrams, {ports} source ports, per spine {per_spine:?}");
+        assert_eq!(got, 400, "every datagram arrives");
+        let used = per_spine.iter().filter(|&&n| n >= 40).count();
+        if spray {
+            assert_eq!(ports, 8, "8 entropies");
+            assert!(used >= 2, "sprayed over the spines: {per_spine:?}");
+        } else {
+            assert_eq!(ports, 1);
+            assert_eq!(used, 1, "one flow, one spine: {per_spine:?}");
+        }
+        assert!(ours().is_empty(), "left behind: {:?}", ours());
+    }
+    no_xdp_programs_left();
+}
+
 /// Waits until a run's testbed (quickstart's: `fl-s5` is its last namespace) exists.
 fn wait_for_testbed() {
     let t = Instant::now();
@@ -569,7 +658,14 @@ fn xdp_programs_loaded() -> usize {
         .filter(|p| {
             matches!(
                 p.name_as_str(),
-                Some("fl_xsk_redirect" | "fl_switch" | "fl_gen" | "fl_bare_redirect" | "fl_sink")
+                Some(
+                    "fl_xsk_redirect"
+                        | "fl_switch"
+                        | "fl_gen"
+                        | "fl_bare_redirect"
+                        | "fl_sink"
+                        | "fl_tc_spray"
+                )
             )
         })
         .count()
@@ -642,5 +738,6 @@ fn emu_on_network_namespaces() {
     bench_switch_measures_both_forwarders();
     bench_xdp_measures_both_programs();
     ping_and_tcp_cross_a_spraying_fabric(tmp.path());
+    testbed_xdp_sprays_unmodified_senders();
     gc_cleans_up_after_a_killed_run(tmp.path());
 }

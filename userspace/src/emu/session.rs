@@ -190,25 +190,75 @@ pub fn testbed_up(cfg: &SimConfig, serve_args: &[String]) -> anyhow::Result<(Pla
 }
 
 /// `fablab testbed serve`: runs the switches of an already built testbed until
-/// SIGTERM (sent by `fablab testbed down`).
-pub fn testbed_serve(cfg: &SimConfig, registry: &Registry) -> anyhow::Result<()> {
+/// SIGTERM (sent by `fablab testbed down`): in userspace, or with `xdp` as
+/// fl_switch programs. With `spray`, every host's egress sprays UDP to those
+/// destination ports per packet (fl_tc_spray).
+pub fn testbed_serve(
+    cfg: &SimConfig,
+    registry: &Registry,
+    xdp: bool,
+    spray: Option<(u16, u16)>,
+) -> anyhow::Result<()> {
     let topo = Topology::build(&cfg.topology);
     let plan = Plan::new(&topo, veth_mtu(cfg)).context("planning the testbed")?;
     let stop = stop_flag()?;
-    let backend = IoBackend::auto();
-    super::run(
-        cfg,
-        registry,
-        ports_of(&plan),
-        &|ns: &str, ifname: &str| open_port(backend, ns, ifname, plan.mtu),
-        None,
-        stop,
-        super::Options {
-            serve: true,
-            ready: Some(std::path::Path::new(SERVE_READY_FILE)),
-            ..super::Options::default()
-        },
-    )?;
+    let hosts = || plan.nodes.iter().filter(|n| n.is_host());
+    // Held until the end: dropping them detaches the programs.
+    let mut sprays = Vec::new();
+    if let Some(ports) = spray {
+        for n in hosts() {
+            let (me, _) = n.ports.first().context("a host without a port")?;
+            let s = in_netns(&n.ns, || -> anyhow::Result<_> {
+                let mut s = crate::xdp::spray::TcSpray::load(crate::xdp::spray::SprayConfig {
+                    ports,
+                    ..Default::default()
+                })?;
+                s.attach(&me.ifname)?;
+                Ok(s)
+            })??;
+            sprays.push(s);
+        }
+        tracing::info!(
+            "spraying UDP to ports {}-{} on every host's egress",
+            ports.0,
+            ports.1
+        );
+    }
+    let ready = std::path::Path::new(SERVE_READY_FILE);
+    if !xdp {
+        let backend = IoBackend::auto();
+        super::run(
+            cfg,
+            registry,
+            ports_of(&plan),
+            &|ns: &str, ifname: &str| open_port(backend, ns, ifname, plan.mtu),
+            None,
+            stop,
+            super::Options {
+                serve: true,
+                ready: Some(ready),
+                ..super::Options::default()
+            },
+        )?;
+        return Ok(());
+    }
+    let fabric = crate::xdp::fabric::XdpFabric::up(cfg, &topo, &plan)?;
+    // The switches redirect into the hosts' veths, which only a native XDP program
+    // there receives; it passes every frame on to the host's kernel.
+    let mut passes = Vec::new();
+    for n in hosts() {
+        let (me, _) = n.ports.first().context("a host without a port")?;
+        passes.push(in_netns(&n.ns, || {
+            crate::io::afxdp::attach_pass(&me.ifname)
+        })??);
+    }
+    std::fs::write(ready, std::process::id().to_string())
+        .with_context(|| format!("writing {}", ready.display()))?;
+    tracing::info!("switches run as XDP programs; waiting for SIGTERM");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop((passes, fabric, sprays));
     Ok(())
 }
 

@@ -89,6 +89,21 @@ fn load_object() -> io::Result<aya::Ebpf> {
     crate::ebpf::load(program_object()?)
 }
 
+/// Attaches the redirect program, with no socket in its map, to `ifname` in native
+/// mode (in the calling thread's namespace): every frame goes on to the kernel's
+/// stack. That is what a veth needs to receive frames an XDP program on its peer
+/// redirects into it (`fablab testbed up --xdp` does it on the hosts). Detached
+/// when the returned value is dropped.
+pub fn attach_pass(ifname: &str) -> io::Result<aya::Ebpf> {
+    let mut bpf = load_object().map_err(|e| xsk_error(ifname, "loading xsk_redirect.o", e))?;
+    let prog = program(&mut bpf)?;
+    prog.load()
+        .map_err(|e| xsk_error(ifname, "the kernel refused fl_xsk_redirect", e))?;
+    prog.attach(ifname, XdpMode::Driver)
+        .map_err(|e| xsk_error(ifname, "attaching fl_xsk_redirect (native, pass)", e))?;
+    Ok(bpf)
+}
+
 fn other(what: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
 }
