@@ -174,14 +174,14 @@ fn every_algorithm_keeps_the_sprayed_permutation_efficient() {
             );
             assert_eq!(r.drops, 0);
         }
-        // HPCC aims each link at η of its capacity, INT bytes included: with the
-        // paper's η = 0.95 it tops out just under 0.9 of the payload ideal here (0.894,
-        // docs/results.md: noisy per-link estimates on sprayed flows meet Algorithm 1's
-        // asymmetric reaction); at η = 0.99 it clears 0.9 with the same near-zero
-        // queues.
-        let r = permutation("hpcc", &[("eta", 0.99)], seed);
+        // HPCC at its authors' best setting, η = 0.99 and maxStage = 0
+        // (hpcc-group.github.io/results.html: "η=99% and maxStage=0, which are the
+        // best setting for HPCC"). With the paper's defaults (η = 0.95, maxStage 5)
+        // it reaches 0.894-0.897 here: the additive-only stages keep the measured
+        // utilization under η; maxStage = 0 alone gives 0.912 (docs/results.md).
+        let r = permutation("hpcc", &[("eta", 0.99), ("max_stage", 0.0)], seed);
         eprintln!(
-            "seed {seed}: hpcc (eta 0.99) efficiency {:.3}, queue p99 {:.0} B",
+            "seed {seed}: hpcc (eta 0.99, maxStage 0) efficiency {:.3}, queue p99 {:.0} B",
             r.efficiency, r.queue_bytes.p99
         );
         assert!(r.efficiency >= 0.9);

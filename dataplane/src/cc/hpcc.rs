@@ -36,9 +36,11 @@ use crate::packet::{IntHop, Nanos};
 /// The paper's parameters (§5 and the authors' simulator configuration),
 /// overridable as `[nic.cc_params]`.
 pub mod defaults {
-    /// Target utilization η.
+    /// Target utilization η (the paper's; the authors' results page later gives
+    /// η = 0.99 with maxStage = 0 as HPCC's best setting: `nic.cc_params.eta`).
     pub const ETA: f64 = 0.95;
-    /// Additive-increase stages before a forced multiplicative update.
+    /// Additive-increase stages before a forced multiplicative update (the paper's;
+    /// 0 in the authors' later best setting: `nic.cc_params.max_stage`).
     pub const MAX_STAGE: f64 = 5.0;
     /// Additive increase as a rate, W_AI = rate_ai × T (the authors' RATE_AI, 50 Mb/s).
     pub const RATE_AI_MBPS: f64 = 50.0;
