@@ -37,12 +37,13 @@ struct fl_config {
 	__u64 seed;        /* ECMP hash seed */
 };
 
-/* One port: array map `fl_ports`, by port number. ifindex 0: no such port. */
+/* One port: array map `fl_ports`, by port number. ifindex 0: a port without an
+ * interface, which forwards nothing (userspace writes it with the devmap entry). */
 struct fl_port {
 	__u32 ifindex;
 	__u32 rate_mbps;   /* drain rate of the port's virtual queue */
 	__u32 mtu;         /* the largest IPv4 packet the link carries */
-	__u32 up;
+	__u32 up;          /* informational: ports that are down are kept out of routes */
 	__u8 mac[6];       /* this port's MAC: the source of frames it sends */
 	__u8 peer_mac[6];  /* the MAC at the other end of its link */
 };

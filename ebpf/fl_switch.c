@@ -5,9 +5,9 @@
 // (dataplane/src/switch/) where XDP allows:
 //
 // - parse Ethernet / IPv4 (no options, checksum checked) / UDP or TCP ports;
-// - look the destination up in an LPM trie of equal-cost egress ports, keep those
-//   that are up, and pick one by the scenario's policy (ecmp, spray-rr,
-//   spray-random, adaptive);
+// - look the destination up in an LPM trie of equal-cost egress ports (userspace
+//   keeps ports that are down out of them) and pick one by the scenario's policy
+//   (ecmp, spray-rr, spray-random, adaptive);
 // - admit the frame to the egress port's virtual queue (XDP sends at once, so the
 //   queue a real port would hold is computed: it drains at the port's rate by
 //   timestamp arithmetic), drop it when the queue is full, mark ECN between kmin
@@ -145,7 +145,13 @@ static __always_inline __u64 mix(__u64 x)
 /* The queue ahead of a frame arriving now: the occupancy at `at`, drained since. */
 static __always_inline __u64 drained(const struct fl_queue *q, __u64 now, __u32 rate_mbps)
 {
-	__u64 gone = now > q->at ? (now - q->at) * rate_mbps / 8000 : 0;
+	if (now <= q->at || rate_mbps == 0)
+		return q->bytes;
+	__u64 dt = now - q->at;
+	/* Long idle: empty, and no overflow in dt * rate below. */
+	if (dt >= q->bytes * 8000 / rate_mbps + 1)
+		return 0;
+	__u64 gone = dt * rate_mbps / 8000;
 	return q->bytes > gone ? q->bytes - gone : 0;
 }
 
@@ -417,9 +423,14 @@ int fl_switch(struct xdp_md *ctx)
 	if (!out || !ql)
 		return XDP_ABORTED;
 
+	/* A port without an interface (userspace sets both together) forwards
+	 * nothing: checked before the frame is admitted to its queue. */
+	if (!out->ifindex)
+		return drop(FL_STAT_NO_ROUTE);
+
 	/* INT: what this hop will add. */
 	int int_action = INT_NONE;
-	__u32 grow = 0;
+	int exceeded = 0;
 	if (cfg->int_on && data_pkt) {
 		__u8 *b = (__u8 *)data + BTH_OFF;
 		if (int_frame) {
@@ -427,24 +438,38 @@ int fl_switch(struct xdp_md *ctx)
 				return drop(FL_STAT_BAD_INT);
 			if (b[7] == 0 || hops >= FL_INT_MAX_HOPS) {
 				b[4] |= 0x04; /* E: remaining hop count exhausted */
-				count(FL_STAT_INT_EXCEEDED);
+				exceeded = 1;
 			} else if (tot + FL_INT_HOP_BYTES > out->mtu) {
 				b[4] |= 0x02; /* M: no room under the MTU */
-				count(FL_STAT_INT_EXCEEDED);
+				exceeded = 1;
 			} else {
 				int_action = INT_PUSH;
-				grow = FL_INT_HOP_BYTES;
 			}
 		} else if (tot + INT_SOURCE_LEN <= out->mtu) {
 			int_action = INT_SOURCE;
-			grow = INT_SOURCE_LEN;
 		} else {
-			count(FL_STAT_INT_EXCEEDED);
+			exceeded = 1;
 		}
+	}
+	/* Grow the frame before it is admitted to the queue, so that a frame that
+	 * cannot grow is not counted as sent; the hop's values are written once the
+	 * queue has given them. */
+	if (int_action != INT_NONE) {
+		struct hop blank = {};
+		int err = int_action == INT_SOURCE ? int_source(ctx, &blank)
+						   : int_push(ctx, &blank);
+		if (err)
+			return drop(FL_STAT_ADJUST);
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		if (data + STACK_OFF + FL_INT_HOP_BYTES > end)
+			return drop(FL_STAT_ADJUST);
+		eth = data;
+		ip = data + ETH_LEN;
 	}
 
 	/* The virtual queue: drain, then admit or drop. */
-	__u64 len = frame_len + grow;
+	__u64 len = bpf_xdp_get_buff_len(ctx);
 	if (len < 60)
 		len = 60;
 	__u64 ahead, tx_bytes;
@@ -466,6 +491,8 @@ int fl_switch(struct xdp_md *ctx)
 		ql->q.max_bytes = ql->q.bytes;
 	tx_bytes = ql->q.tx_bytes;
 	bpf_spin_unlock(&ql->lock);
+	if (exceeded)
+		count(FL_STAT_INT_EXCEEDED);
 
 	/* ECN, as the dataplane marks: ECN-capable data (and plain IPv4) packets. */
 	__u8 ecn = ip->tos & 3;
@@ -500,18 +527,11 @@ int fl_switch(struct xdp_md *ctx)
 			.tx_bytes = tx_bytes,
 			.rate_mbps = rate,
 		};
-		int err = int_action == INT_SOURCE ? int_source(ctx, &h) : int_push(ctx, &h);
-		if (err)
-			return drop(FL_STAT_ADJUST);
-		data = (void *)(long)ctx->data;
-		end = (void *)(long)ctx->data_end;
-		eth = data;
-		if ((void *)(eth + 1) > end)
-			return XDP_ABORTED;
+		/* Both a source's hop and a pushed hop sit at the top of the stack. */
+		put_hop((__u8 *)data + STACK_OFF, &h);
 	}
 	__builtin_memcpy(eth->h_source, out->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, out->peer_mac, ETH_ALEN);
-	/* A port without an interface in the devmap drops: counted as no route. */
 	long action = bpf_redirect_map(&fl_tx, port, XDP_DROP);
 	count(action == XDP_REDIRECT ? FL_STAT_FORWARDED : FL_STAT_NO_ROUTE);
 	return action;

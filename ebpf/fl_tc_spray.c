@@ -212,12 +212,28 @@ int fl_tc_spray(struct __sk_buff *skb)
 		}
 		__u32 delta = icrc_delta(*shift, (sport ^ port) >> 8, (sport ^ port) & 0xff);
 		icrc ^= delta;
-		if (bpf_skb_store_bytes(skb, icrc_off, &icrc, 4, 0))
+		/* The port, then the ICRC; if the second store fails, the first is
+		 * undone, so the packet never leaves with one changed and not the other. */
+		if (bpf_skb_store_bytes(skb, UDP_OFF, &new_be, 2, 0)) {
+			count(FL_SPRAY_SKIPPED);
 			return TC_ACT_OK;
+		}
+		if (bpf_skb_store_bytes(skb, icrc_off, &icrc, 4, 0)) {
+			bpf_skb_store_bytes(skb, UDP_OFF, &old_be, 2, 0);
+			count(FL_SPRAY_SKIPPED);
+			return TC_ACT_OK;
+		}
+	} else {
+		if (bpf_skb_store_bytes(skb, UDP_OFF, &new_be, 2, 0)) {
+			count(FL_SPRAY_SKIPPED);
+			return TC_ACT_OK;
+		}
 	}
+	/* UDP over IPv4 may carry no checksum (0); a patched one that comes out as 0
+	 * is sent as 0xffff (BPF_F_MARK_MANGLED_0). */
 	if (csum != 0)
-		bpf_l4_csum_replace(skb, UDP_OFF + 6, old_be, new_be, sizeof(__u16));
-	bpf_skb_store_bytes(skb, UDP_OFF, &new_be, 2, 0);
+		bpf_l4_csum_replace(skb, UDP_OFF + 6, old_be, new_be,
+				    BPF_F_MARK_MANGLED_0 | sizeof(__u16));
 	count(FL_SPRAY_REWRITTEN);
 	return TC_ACT_OK;
 }

@@ -35,7 +35,7 @@ impl BenchProgram {
     fn load(name: &'static str) -> anyhow::Result<BenchProgram> {
         let object = crate::ebpf::object(crate::ebpf::FL_BENCH, "fablab bench xdp")?;
         let mut p = BenchProgram {
-            bpf: crate::ebpf::load(object)?,
+            bpf: crate::ebpf::load(object).context("loading fl_bench.o")?,
             name,
         };
         p.program()?
@@ -46,11 +46,11 @@ impl BenchProgram {
 
     fn program(&mut self) -> anyhow::Result<&mut Xdp> {
         let name = self.name;
-        Ok(self
-            .bpf
+        self.bpf
             .program_mut(name)
             .with_context(|| format!("fl_bench.o has no program {name}"))?
-            .try_into()?)
+            .try_into()
+            .with_context(|| format!("fl_bench.o: {name} is not an XDP program"))
     }
 
     /// Sends what the program redirects out of `ifname` (call it inside the
@@ -61,8 +61,10 @@ impl BenchProgram {
             self.bpf
                 .map_mut("fl_bench_tx")
                 .context("fl_bench.o has no map fl_bench_tx")?,
-        )?;
-        tx.set(0, ifindex, None, 0)?;
+        )
+        .context("fl_bench.o: map fl_bench_tx")?;
+        tx.set(0, ifindex, None, 0)
+            .with_context(|| format!("{}: sending to {ifname} (ifindex {ifindex})", self.name))?;
         Ok(())
     }
 
@@ -93,7 +95,7 @@ pub fn run(sizes: &[usize], seconds: f64) -> anyhow::Result<Vec<Measurement>> {
     } = Bed::plan("fablab bench xdp", sizes, seconds)?;
     plan.kernel_sees_frames = false;
     let testbed = Testbed::up(&plan).context("building the bench testbed")?;
-    let result = (|| {
+    let result = (|| -> anyhow::Result<Vec<Measurement>> {
         let mut sink = BenchProgram::load("fl_sink")?;
         in_netns("fl-h1", || sink.attach("fl-h1p0"))??;
         let mut gen = BenchProgram::load("fl_gen")?;
@@ -107,8 +109,11 @@ pub fn run(sizes: &[usize], seconds: f64) -> anyhow::Result<Vec<Measurement>> {
                 gen.bpf
                     .map_mut("fl_gen_template")
                     .context("fl_bench.o has no map fl_gen_template")?,
-            )?;
-            template.set(0, head, 0)?;
+            )
+            .context("fl_bench.o: map fl_gen_template")?;
+            template
+                .set(0, head, 0)
+                .context("writing fl_gen's frame template")?;
 
             let mut bare = BenchProgram::load("fl_bare_redirect")?;
             in_netns("fl-s0", || -> anyhow::Result<()> {
@@ -140,8 +145,11 @@ pub fn run(sizes: &[usize], seconds: f64) -> anyhow::Result<Vec<Measurement>> {
         }
         Ok(out)
     })();
-    testbed.down().context("removing the bench testbed")?;
-    result
+    // The run's own error comes first; a failed teardown is reported after it.
+    let down = testbed.down().context("removing the bench testbed");
+    let rows = result?;
+    down?;
+    Ok(rows)
 }
 
 fn sink_count(sink: &BenchProgram) -> anyhow::Result<u64> {
@@ -149,8 +157,12 @@ fn sink_count(sink: &BenchProgram) -> anyhow::Result<u64> {
         sink.bpf
             .map("fl_sink_count")
             .context("fl_bench.o has no map fl_sink_count")?,
-    )?;
-    Ok(c.get(&0, 0)?.iter().sum())
+    )
+    .context("fl_bench.o: map fl_sink_count")?;
+    Ok(c.get(&0, 0)
+        .context("reading fl_sink's count")?
+        .iter()
+        .sum())
 }
 
 /// Generates `frame` for WARMUP, then for `seconds`, and counts what the sink got.

@@ -207,7 +207,10 @@ pub fn testbed_serve(
     let mut sprays = Vec::new();
     if let Some(ports) = spray {
         for n in hosts() {
-            let (me, _) = n.ports.first().context("a host without a port")?;
+            let (me, _) = n
+                .ports
+                .first()
+                .with_context(|| format!("host {} has no port", n.label))?;
             let s = in_netns(&n.ns, || -> anyhow::Result<_> {
                 let mut s = crate::xdp::spray::TcSpray::load(crate::xdp::spray::SprayConfig {
                     ports,
@@ -247,7 +250,10 @@ pub fn testbed_serve(
     // there receives; it passes every frame on to the host's kernel.
     let mut passes = Vec::new();
     for n in hosts() {
-        let (me, _) = n.ports.first().context("a host without a port")?;
+        let (me, _) = n
+            .ports
+            .first()
+            .with_context(|| format!("host {} has no port", n.label))?;
         passes.push(in_netns(&n.ns, || {
             crate::io::afxdp::attach_pass(&me.ifname)
         })??);

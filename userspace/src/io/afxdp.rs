@@ -1,8 +1,10 @@
 //! The AF_XDP backend: one XDP socket per port in copy mode (the only mode veth
 //! offers), fed by `ebpf/xsk_redirect.c`, an XDP program that redirects every frame
-//! on the interface into the socket through an XSKMAP. The program runs in generic
-//! (SKB) mode: on veth, native mode converts every jumbo frame into page-pool pages
-//! first, which measured 15% slower in the emu (docs/results.md).
+//! on the interface into the socket through an XSKMAP. In the emu the program runs
+//! in generic (SKB) mode: on veth, native mode converts every jumbo frame into
+//! page-pool pages first, which measured 15% slower (docs/results.md). `--mode xdp`
+//! attaches it in native mode ([`AfXdp::open_in`]): frames an XDP program on the
+//! peer redirects into a veth reach only a native program.
 //!
 //! Memory: each port owns a UMEM of [`CHUNKS`] chunks of [`CHUNK`] bytes, half lent to
 //! the kernel through the fill ring for receiving, half kept for sending. A received
@@ -67,6 +69,19 @@ fn program_object() -> io::Result<&'static [u8]> {
 /// what is missing.
 pub fn probe() -> io::Result<()> {
     program_object()?;
+    // Copy-mode sockets take multi-buffer frames (XDP_USE_SG) from Linux 6.6 on;
+    // before that every port would fail to bind.
+    if let Some((major, minor)) = kernel_version() {
+        if (major, minor) < (6, 6) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "Linux {major}.{minor}: fablab's AF_XDP sockets take jumbo frames as \
+                     several descriptors (XDP_USE_SG), which needs Linux 6.6"
+                ),
+            ));
+        }
+    }
     let mut bpf = load_object().map_err(|e| other("loading xsk_redirect.o", e))?;
     let prog: &mut Xdp = program(&mut bpf)?;
     prog.load()
@@ -102,6 +117,24 @@ pub fn attach_pass(ifname: &str) -> io::Result<aya::Ebpf> {
     prog.attach(ifname, XdpMode::Driver)
         .map_err(|e| xsk_error(ifname, "attaching fl_xsk_redirect (native, pass)", e))?;
     Ok(bpf)
+}
+
+/// The running kernel's (major, minor) version, from uname(2).
+fn kernel_version() -> Option<(u32, u32)> {
+    // SAFETY: `utsname` is plain old data; uname fills it and nothing else.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname the call may write.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    let release: String = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 fn other(what: &str, e: impl std::fmt::Display) -> io::Error {
@@ -403,6 +436,23 @@ impl AfXdp {
         st.rx_dropped + st.rx_ring_full
     }
 
+    /// Hands the received chunks back to the kernel through the fill ring. The ring
+    /// has room for every receive chunk, but a reservation only refreshes its view of
+    /// the kernel's consumer once that view shows no room at all, so it may grant
+    /// fewer than asked: reserve again, and keep what still does not fit for the
+    /// next call (never drop a chunk: it would be gone from the port for good).
+    fn refill_ring(&mut self) {
+        for _ in 0..2 {
+            if self.refill.is_empty() {
+                return;
+            }
+            let mut w = self.fill.fill(self.refill.len() as u32);
+            let n = w.insert(self.refill.iter().copied()) as usize;
+            w.commit();
+            self.refill.drain(..n);
+        }
+    }
+
     /// Takes back the chunks the kernel has finished sending.
     fn reap(&mut self) {
         let mut c = self.comp.complete(RING);
@@ -484,25 +534,34 @@ impl PacketIo for AfXdp {
             }
             r.release();
         }
-        if !self.refill.is_empty() {
-            let mut w = self.fill.fill(self.refill.len() as u32);
-            let want = self.refill.len();
-            let n = w.insert(self.refill.drain(..));
-            w.commit();
-            // The fill ring has room for every receive chunk, so each one fits.
-            debug_assert_eq!(n as usize, want);
-        }
+        self.refill_ring();
         Ok(frames)
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
         if frame.len() < ETH_HLEN {
             self.counters.tx_errors += 1;
-            return Err(io::ErrorKind::InvalidInput.into());
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "AF_XDP {}: a {}-byte frame is shorter than an Ethernet header",
+                    self.name,
+                    frame.len()
+                ),
+            ));
         }
         if frame.len() > self.max_frame() {
             self.counters.tx_errors += 1;
-            return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+            let e = io::Error::from_raw_os_error(libc::EMSGSIZE);
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "AF_XDP {}: a {}-byte frame is over the {} bytes the interface carries ({e})",
+                    self.name,
+                    frame.len(),
+                    self.max_frame()
+                ),
+            ));
         }
         let pieces = frame.len().div_ceil(CHUNK as usize);
         if self.free.len() < pieces {
@@ -722,7 +781,7 @@ mod tests {
             let mut buf = Vec::new();
             build(&mut buf, 0, 0, 9000 + 18 + 1);
             let e = a.send(&buf).unwrap_err();
-            assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE));
+            assert!(e.to_string().contains("over the 9018 bytes"), "{e}");
             assert_eq!(
                 a.send(&buf[..10]).unwrap_err().kind(),
                 io::ErrorKind::InvalidInput

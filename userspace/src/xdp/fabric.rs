@@ -130,7 +130,8 @@ impl XdpFabric {
         }
         let mut switches = Vec::new();
         for n in plan.nodes.iter().filter(|n| n.ip.is_none()) {
-            let mut sw = XdpSwitch::load()?;
+            let mut sw = XdpSwitch::load()
+                .with_context(|| format!("loading the XDP switch of {}", n.label))?;
             sw.configure(&setup_for(cfg, topo, n.node, plan.mtu)?)
                 .with_context(|| format!("configuring the XDP switch of {}", n.label))?;
             // The devmap takes ifindexes of the switch's own namespace, and the
@@ -142,8 +143,10 @@ impl XdpFabric {
                     // SAFETY: if_nametoindex reads a NUL-terminated name; nothing else.
                     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
                     anyhow::ensure!(ifindex != 0, "no interface {} in {}", me.ifname, n.ns);
-                    sw.set_interface(me.port, ifindex)?;
-                    sw.attach(&me.ifname)?;
+                    sw.set_interface(me.port, ifindex)
+                        .with_context(|| format!("{} port {} ({})", n.label, me.port, me.ifname))?;
+                    sw.attach(&me.ifname)
+                        .with_context(|| format!("{} port {} ({})", n.label, me.port, me.ifname))?;
                 }
                 Ok(sw)
             })??;

@@ -23,9 +23,9 @@ pub const XDP_REDIRECT: u32 = 4;
 #[derive(Debug, Clone, Default)]
 pub struct SwitchSetup {
     pub config: FlConfig,
-    /// Port number and what the program knows of it (its `ifindex` is filled in
-    /// from inside the switch's namespace when the program is attached; any
-    /// non-zero value serves for `test_run`).
+    /// Port number and what the program knows of it. Its `ifindex` is what
+    /// [`XdpSwitch::set_interface`] writes, from inside the switch's namespace; a
+    /// port left at 0 forwards nothing.
     pub ports: Vec<(u16, FlPort)>,
     /// Destination prefix (address, length) and its equal-cost egress ports.
     pub routes: Vec<([u8; 4], u32, Vec<u16>)>,
@@ -137,14 +137,24 @@ impl XdpSwitch {
         Ok(())
     }
 
-    /// Points port `port`'s egress at interface `ifindex` (in the devmap) and maps
-    /// that interface back to the port for INT's ingress port ID. Call it from a
-    /// thread inside the switch's namespace: the kernel resolves the ifindex there.
+    /// Points port `port`'s egress at interface `ifindex` (in the devmap and in
+    /// `fl_ports`: a port without one forwards nothing) and maps that interface
+    /// back to the port for INT's ingress port ID. Call it from a thread inside the
+    /// switch's namespace: the kernel resolves the ifindex there.
     pub fn set_interface(&mut self, port: u16, ifindex: u32) -> io::Result<()> {
+        let mut ports: Array<_, FlPort> =
+            Array::try_from(self.map_mut("fl_ports")?).map_err(|e| err("fl_ports", e))?;
+        let mut p = ports
+            .get(&u32::from(port), 0)
+            .map_err(|e| err(&format!("fl_ports[{port}]"), e))?;
+        p.ifindex = ifindex;
+        ports
+            .set(u32::from(port), p, 0)
+            .map_err(|e| err(&format!("fl_ports[{port}]"), e))?;
         let mut tx: aya::maps::DevMap<_> =
             aya::maps::DevMap::try_from(self.map_mut("fl_tx")?).map_err(|e| err("fl_tx", e))?;
         tx.set(u32::from(port), ifindex, None, 0)
-            .map_err(|e| err("fl_tx", e))?;
+            .map_err(|e| err(&format!("fl_tx[{port}] = ifindex {ifindex}"), e))?;
         let mut back: HashMap<_, u32, u32> =
             HashMap::try_from(self.map_mut("fl_ifports")?).map_err(|e| err("fl_ifports", e))?;
         back.insert(ifindex, u32::from(port), 0)
@@ -181,7 +191,7 @@ impl XdpSwitch {
     pub fn occupancy(&self, port: u16, now: u64) -> io::Result<u64> {
         let q = self.queue(port)?;
         let rate = u64::from(self.rates.get(usize::from(port)).copied().unwrap_or(0));
-        let gone = now.saturating_sub(q.at) * rate / 8000;
+        let gone = now.saturating_sub(q.at).saturating_mul(rate) / 8000;
         Ok(q.bytes.saturating_sub(gone))
     }
 

@@ -137,9 +137,12 @@ impl TcSpray {
             .ok_or_else(|| err("fl_tc_spray.o", format!("no map {name}")))
     }
 
-    /// Attaches the program to `ifname`'s egress (TCX) in the calling thread's
-    /// namespace. It stays attached while this value lives.
+    /// Attaches the program to `ifname`'s egress in the calling thread's namespace
+    /// (through TCX from Linux 6.6 on; before, through a `clsact` qdisc, added here
+    /// if missing). It stays attached while this value lives.
     pub fn attach(&mut self, ifname: &str) -> io::Result<()> {
+        // Harmless when TCX is used, needed when it is not; "exists" is fine.
+        let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         self.program()?
             .attach(ifname, TcAttachType::Egress)
             .map_err(|e| err(&format!("attaching to {ifname} (egress)"), e))?;
