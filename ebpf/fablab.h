@@ -44,6 +44,7 @@ struct fl_port {
 	__u32 rate_mbps;   /* drain rate of the port's virtual queue */
 	__u32 mtu;         /* the largest IPv4 packet the link carries */
 	__u32 up;          /* informational: ports that are down are kept out of routes */
+	__u32 loss_ppm;    /* the link loses frames with this probability, per million */
 	__u8 mac[6];       /* this port's MAC: the source of frames it sends */
 	__u8 peer_mac[6];  /* the MAC at the other end of its link */
 };
@@ -93,7 +94,8 @@ struct fl_queue_locked {
 #define FL_STAT_QUEUE_FULL 8   /* dropped at the virtual queue */
 #define FL_STAT_BAD_INT 9      /* UDP to the INT port without a valid INT block */
 #define FL_STAT_ADJUST 10      /* could not grow the frame for INT */
-#define FL_STAT_COUNT 11
+#define FL_STAT_LINK_LOSS 11   /* sent, then lost on a lossy link (a `loss` fault) */
+#define FL_STAT_COUNT 12
 
 /* The INT constants of docs/wire.md. */
 #define FL_ROCEV2_PORT 4791

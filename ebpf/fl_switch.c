@@ -530,6 +530,9 @@ int fl_switch(struct xdp_md *ctx)
 		/* Both a source's hop and a pushed hop sit at the top of the stack. */
 		put_hop((__u8 *)data + STACK_OFF, &h);
 	}
+	/* A lossy link (a `loss` fault): the queue sent the frame, the wire lost it. */
+	if (out->loss_ppm && bpf_get_prandom_u32() % 1000000 < out->loss_ppm)
+		return drop(FL_STAT_LINK_LOSS);
 	__builtin_memcpy(eth->h_source, out->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, out->peer_mac, ETH_ALEN);
 	long action = bpf_redirect_map(&fl_tx, port, XDP_DROP);

@@ -338,6 +338,28 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 doc["emu"] = run::emu_json(&e);
                 doc["emu"]["backend"] = "afxdp".into();
                 doc["xdp"] = run::xdp_json(&counters);
+                // Drops the queue counters in the summary do not show: at the
+                // program (no route, malformed) and on lossy links.
+                let mut dropped: Vec<(&str, u64)> = Vec::new();
+                for (_, c) in &counters {
+                    for &(name, n) in c {
+                        if n == 0 || name == "forwarded" || name.starts_with("int_") {
+                            continue;
+                        }
+                        match dropped.iter_mut().find(|(k, _)| *k == name) {
+                            Some((_, t)) => *t += n,
+                            None => dropped.push((name, n)),
+                        }
+                    }
+                }
+                if !dropped.is_empty() {
+                    let list: Vec<String> =
+                        dropped.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                    eprintln!(
+                        "  xdp drops   {} (xdp.switches in results.json)",
+                        list.join(", ")
+                    );
+                }
                 for p in &e.pcaps {
                     eprintln!("  capture     {}", p.display());
                 }

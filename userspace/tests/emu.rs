@@ -158,6 +158,55 @@ fn quickstart_in_xdp_mode_matches_sim(tmp: &Path) {
     no_xdp_programs_left();
 }
 
+/// Link faults in xdp mode: a leaf-spine link down for a while and a lossy one;
+/// every byte still arrives once and in order (sim's digest), and the switches
+/// counted both kinds of loss.
+fn xdp_mode_applies_faults(tmp: &Path) {
+    let scenario = tmp.join("faults.toml");
+    let mut text = std::fs::read_to_string(repo().join("scenarios/quickstart.toml")).unwrap();
+    text.push_str(
+        "\n[[faults]]\nat_us = 1000\nlink = [\"leaf0\", \"spine1\"]\nkind = \"link-down\"\n\
+         \n[[faults]]\nat_us = 2000\nlink = [\"leaf1\", \"spine2\"]\nkind = \"loss\"\nloss = 0.01\n\
+         \n[[faults]]\nat_us = 20000\nlink = [\"leaf0\", \"spine1\"]\nkind = \"link-up\"\n",
+    );
+    std::fs::write(&scenario, text).unwrap();
+    let (sim, xdp) = (tmp.join("faults-sim"), tmp.join("faults-xdp"));
+    ok(fablab()
+        .arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&sim)
+        .output()
+        .unwrap());
+    ok(fablab()
+        .arg("run")
+        .arg(&scenario)
+        .args(["--mode", "xdp", "--out"])
+        .arg(&xdp)
+        .output()
+        .unwrap());
+    let (x, s) = (summary(&xdp), summary(&sim));
+    assert_eq!(x["summary"]["flows_finished"], x["summary"]["flows_total"]);
+    assert_eq!(
+        x["summary"]["delivered_digest"],
+        s["summary"]["delivered_digest"]
+    );
+    let total = |k: &str| -> u64 {
+        x["xdp"]["switches"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|c| c[k].as_u64().unwrap())
+            .sum()
+    };
+    assert!(total("link_loss") > 0, "the lossy link lost frames");
+    assert!(
+        total("no_route") > 0,
+        "spine1 had no way to leaf0 while the link was down"
+    );
+    assert!(ours().is_empty(), "left behind: {:?}", ours());
+}
+
 /// One run of `scenarios/ecmp-vs-spray.toml` with `gbps` links: its results.json.
 fn ecmp_vs_spray(
     tmp: &Path,
@@ -731,6 +780,7 @@ fn emu_on_network_namespaces() {
     let tmp = tempfile::tempdir().unwrap();
     quickstart_matches_sim(tmp.path());
     quickstart_in_xdp_mode_matches_sim(tmp.path());
+    xdp_mode_applies_faults(tmp.path());
     ecmp_vs_spray_matches_sim(tmp.path(), "0.05", "1");
     ecmp_vs_spray_matches_sim(tmp.path(), "0.2", "2");
     garbage_into_a_switch_port(tmp.path());

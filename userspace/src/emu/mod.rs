@@ -221,6 +221,8 @@ struct Emu<'a> {
     next_sample: Nanos,
     /// The queues of switches outside this loop (`SwitchPlane::External`).
     external_queues: Option<&'a (dyn Fn() -> Vec<u64> + Sync)>,
+    /// Applies link faults to switches outside this loop.
+    external_fault: Option<&'a ExternalFault<'a>>,
     link_drops: u64,
     pfc_pauses: u64,
     frames: u64,
@@ -341,8 +343,14 @@ pub enum SwitchPlane<'a> {
         port_stats: &'a (dyn Fn() -> anyhow::Result<Vec<Vec<PortStats>>> + Sync),
         /// Every switch port's queue occupancy now, in bytes, for the queue samples.
         queues: &'a (dyn Fn() -> Vec<u64> + Sync),
+        /// Applies a link fault to a switch port: (node, port, up, loss, rate Mb/s)
+        /// after the fault.
+        fault: &'a ExternalFault<'a>,
     },
 }
+
+/// See [`SwitchPlane::External`].
+pub type ExternalFault<'a> = dyn Fn(u32, u16, bool, f64, u32) -> anyhow::Result<()> + Sync + 'a;
 
 /// How often the queues of external switches are sampled at most: each sample
 /// costs a map read per port.
@@ -486,8 +494,9 @@ pub fn run(
             if external { Role::Hosts } else { Role::All },
             serve,
         )?;
-        if let SwitchPlane::External { queues, .. } = switches {
+        if let SwitchPlane::External { queues, fault, .. } = switches {
             emu.external_queues = Some(queues);
+            emu.external_fault = Some(fault);
         }
         if let Some(path) = ready {
             std::fs::write(path, std::process::id().to_string())
@@ -680,6 +689,7 @@ impl<'a> Emu<'a> {
             queue_samples: SampleCounts::default(),
             next_sample: 0,
             external_queues: None,
+            external_fault: None,
             link_drops: 0,
             pfc_pauses: 0,
             frames: 0,
@@ -958,7 +968,14 @@ impl Emu<'_> {
                 let e = &mut self.egress[i];
                 f.kind
                     .apply(&mut e.up, &mut e.loss, &mut e.rate_mbps, e.base_rate_mbps);
-                let (up, rate) = (e.up, e.rate_mbps);
+                let (up, rate, loss) = (e.up, e.rate_mbps, e.loss);
+                if let (Some(apply), false) = (self.external_fault, self.fab.topo.is_host(end.node))
+                {
+                    if let Err(err) = apply(end.node, end.port, up, loss, rate) {
+                        tracing::warn!("link fault at {:?} not applied: {err:#}", f.link);
+                    }
+                    continue;
+                }
                 if !self.fab.topo.is_host(end.node) {
                     let s = (end.node - self.fab.topo.hosts) as usize;
                     let mut lost = Vec::new();

@@ -380,6 +380,9 @@ pub fn run_xdp(
         let fabric = crate::xdp::fabric::XdpFabric::up(cfg, topo, plan)?;
         let port_stats = || fabric.port_stats();
         let queues = || fabric.occupancy();
+        let fault = |node: u32, port: u16, up: bool, loss: f64, rate: u32| {
+            fabric.apply_fault(node, port, up, loss, rate)
+        };
         let run = super::run(
             cfg,
             registry,
@@ -391,6 +394,7 @@ pub fn run_xdp(
                 switches: super::SwitchPlane::External {
                     port_stats: &port_stats,
                     queues: &queues,
+                    fault: &fault,
                 },
                 ..super::Options::default()
             },

@@ -28,9 +28,6 @@ pub fn unsupported(cfg: &SimConfig) -> Option<String> {
             cfg.lb
         ));
     }
-    if !cfg.faults.is_empty() {
-        return Some("[[faults]]: link faults are not applied in xdp mode yet".into());
-    }
     None
 }
 
@@ -83,6 +80,7 @@ pub fn setup_for(
                     rate_mbps: link.rate_mbps,
                     mtu,
                     up: 1,
+                    loss_ppm: 0,
                     mac: port_mac(node, p),
                     peer_mac: port_mac(peer.node, peer.port),
                 },
@@ -115,11 +113,21 @@ pub fn setup_for(
 /// Every XDP switch's counters by reason (`maps::STATS`), by switch label.
 pub type Counters = Vec<(String, Vec<(&'static str, u64)>)>;
 
+/// One switch of the fabric: its program, and its routes as configured (for link
+/// faults, which take ports out of them and put them back).
+#[derive(Debug)]
+struct Switch {
+    node: u32,
+    label: String,
+    sw: XdpSwitch,
+    routes: Vec<([u8; 4], u32, Vec<u16>)>,
+    down: Vec<u16>,
+}
+
 /// Every switch of a testbed as a loaded, attached XDP program.
 #[derive(Debug)]
 pub struct XdpFabric {
-    /// (node, its label, the switch).
-    switches: Vec<(u32, String, XdpSwitch)>,
+    switches: Vec<std::sync::Mutex<Switch>>,
 }
 
 impl XdpFabric {
@@ -132,7 +140,8 @@ impl XdpFabric {
         for n in plan.nodes.iter().filter(|n| n.ip.is_none()) {
             let mut sw = XdpSwitch::load()
                 .with_context(|| format!("loading the XDP switch of {}", n.label))?;
-            sw.configure(&setup_for(cfg, topo, n.node, plan.mtu)?)
+            let setup = setup_for(cfg, topo, n.node, plan.mtu)?;
+            sw.configure(&setup)
                 .with_context(|| format!("configuring the XDP switch of {}", n.label))?;
             // The devmap takes ifindexes of the switch's own namespace, and the
             // program attaches by name there: both from a thread inside it.
@@ -150,17 +159,74 @@ impl XdpFabric {
                 }
                 Ok(sw)
             })??;
-            switches.push((n.node, n.label.clone(), sw));
+            switches.push(std::sync::Mutex::new(Switch {
+                node: n.node,
+                label: n.label.clone(),
+                sw,
+                routes: setup.routes,
+                down: Vec::new(),
+            }));
         }
         Ok(XdpFabric { switches })
+    }
+
+    fn switch(&self, i: usize) -> std::sync::MutexGuard<'_, Switch> {
+        self.switches[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a link fault to switch `node`'s port `port`: its state after the
+    /// fault (up or down, loss probability, rate). A port that goes down leaves
+    /// every route (a destination with no port left is dropped as `no_route`), and
+    /// comes back when it is up again.
+    pub fn apply_fault(
+        &self,
+        node: u32,
+        port: u16,
+        up: bool,
+        loss: f64,
+        rate_mbps: u32,
+    ) -> anyhow::Result<()> {
+        let Some(i) = (0..self.switches.len()).find(|&i| self.switch(i).node == node) else {
+            anyhow::bail!("node {node} is not a switch of this fabric");
+        };
+        let mut guard = self.switch(i);
+        let s = &mut *guard;
+        let label = s.label.clone();
+        s.sw.set_link(port, up, loss, rate_mbps)
+            .with_context(|| format!("{label} port {port}"))?;
+        let was_down = s.down.contains(&port);
+        if up != was_down {
+            return Ok(());
+        }
+        if up {
+            s.down.retain(|&p| p != port);
+        } else {
+            s.down.push(port);
+        }
+        let down = s.down.clone();
+        let routes: Vec<_> = s
+            .routes
+            .iter()
+            .map(|(a, l, c)| {
+                let up: Vec<u16> = c.iter().copied().filter(|p| !down.contains(p)).collect();
+                (*a, *l, up)
+            })
+            .collect();
+        s.sw.set_routes(&routes).with_context(|| {
+            format!(
+                "{label}: routes after port {port} went {}",
+                if up { "up" } else { "down" }
+            )
+        })
     }
 
     /// Every switch's ports' counters from its virtual queues, in node and port
     /// order (the dataplane's `PortStats`; XDP sends no PFC).
     pub fn port_stats(&self) -> anyhow::Result<Vec<Vec<PortStats>>> {
-        self.switches
-            .iter()
-            .map(|(_, label, sw)| {
+        (0..self.switches.len())
+            .map(|i| {
+                let s = self.switch(i);
+                let (label, sw) = (&s.label, &s.sw);
                 let ports = sw.port_count()?;
                 (0..ports)
                     .map(|p| {
@@ -184,9 +250,10 @@ impl XdpFabric {
     pub fn occupancy(&self) -> Vec<u64> {
         let now = ktime_ns();
         let mut out = Vec::new();
-        for (_, _, sw) in &self.switches {
-            for p in 0..sw.port_count().unwrap_or(0) {
-                out.push(sw.occupancy(p, now).unwrap_or(0));
+        for i in 0..self.switches.len() {
+            let s = self.switch(i);
+            for p in 0..s.sw.port_count().unwrap_or(0) {
+                out.push(s.sw.occupancy(p, now).unwrap_or(0));
             }
         }
         out
@@ -194,9 +261,11 @@ impl XdpFabric {
 
     /// Every switch's counters by reason, by switch label.
     pub fn counters(&self) -> anyhow::Result<Counters> {
-        self.switches
-            .iter()
-            .map(|(_, label, sw)| Ok((label.clone(), sw.stats()?)))
+        (0..self.switches.len())
+            .map(|i| {
+                let s = self.switch(i);
+                Ok((s.label.clone(), s.sw.stats()?))
+            })
             .collect()
     }
 }

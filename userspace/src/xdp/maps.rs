@@ -38,6 +38,7 @@ pub struct FlPort {
     pub rate_mbps: u32,
     pub mtu: u32,
     pub up: u32,
+    pub loss_ppm: u32,
     pub mac: [u8; 6],
     pub peer_mac: [u8; 6],
 }
@@ -138,7 +139,7 @@ unsafe impl Pod for FlEntropySet {}
 pub const SPRAY_STATS: [&str; 3] = ["rewritten", "new_flows", "skipped"];
 
 /// `fl_stats` indices (`FL_STAT_*`), with the names results.json gives them.
-pub const STATS: [&str; 11] = [
+pub const STATS: [&str; 12] = [
     "forwarded",
     "int_source",
     "int_pushed",
@@ -150,6 +151,7 @@ pub const STATS: [&str; 11] = [
     "queue_full",
     "bad_int",
     "adjust_failed",
+    "link_loss",
 ];
 pub const STAT_FORWARDED: u32 = 0;
 pub const STAT_INT_SOURCE: u32 = 1;
@@ -162,6 +164,7 @@ pub const STAT_NO_ROUTE: u32 = 7;
 pub const STAT_QUEUE_FULL: u32 = 8;
 pub const STAT_BAD_INT: u32 = 9;
 pub const STAT_ADJUST: u32 = 10;
+pub const STAT_LINK_LOSS: u32 = 11;
 
 #[cfg(test)]
 mod tests {
@@ -268,7 +271,7 @@ mod tests {
         check!(
             "fl_port",
             FlPort,
-            [ifindex, rate_mbps, mtu, up, mac, peer_mac]
+            [ifindex, rate_mbps, mtu, up, loss_ppm, mac, peer_mac]
         );
         check!("fl_route_key", FlRouteKey, [prefixlen, addr]);
         check!("fl_route", FlRoute, [n, ports]);

@@ -111,16 +111,28 @@ impl XdpSwitch {
         for (p, fp) in &setup.ports {
             self.rates[usize::from(*p)] = fp.rate_mbps;
         }
+        self.set_routes(&setup.routes)
+    }
+
+    /// Writes `routes` into `fl_routes`; a prefix given with no ports is removed
+    /// (its traffic is then dropped as `no_route`).
+    pub fn set_routes(&mut self, routes: &[([u8; 4], u32, Vec<u16>)]) -> io::Result<()> {
         // aya's LPM key is `struct fl_route_key`: the prefix length, then the data
         // (the address as on the wire).
-        let mut routes: LpmTrie<_, u32, FlRoute> =
+        let mut trie: LpmTrie<_, u32, FlRoute> =
             LpmTrie::try_from(self.map_mut("fl_routes")?).map_err(|e| err("fl_routes", e))?;
-        for (addr, len, cands) in &setup.routes {
-            if cands.is_empty() || cands.len() > maps::FL_MAX_CANDS {
+        for (addr, len, cands) in routes {
+            let key = aya::maps::lpm_trie::Key::new(*len, u32::from_ne_bytes(*addr));
+            if cands.is_empty() {
+                // Absent already is as good as removed.
+                let _ = trie.remove(&key);
+                continue;
+            }
+            if cands.len() > maps::FL_MAX_CANDS {
                 return Err(err(
                     "fl_routes",
                     format!(
-                        "route to {addr:?}/{len}: {} ports (1..={})",
+                        "route to {addr:?}/{len}: {} ports (at most {})",
                         cands.len(),
                         maps::FL_MAX_CANDS
                     ),
@@ -131,8 +143,30 @@ impl XdpSwitch {
                 ..FlRoute::default()
             };
             r.ports[..cands.len()].copy_from_slice(cands);
-            let key = aya::maps::lpm_trie::Key::new(*len, u32::from_ne_bytes(*addr));
-            routes.insert(&key, r, 0).map_err(|e| err("fl_routes", e))?;
+            trie.insert(&key, r, 0)
+                .map_err(|e| err(&format!("fl_routes: route to {addr:?}/{len}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Changes port `port`'s link as a fault does: up or down (informational here:
+    /// the caller takes a down port out of the routes), its loss probability and
+    /// its drain rate.
+    pub fn set_link(&mut self, port: u16, up: bool, loss: f64, rate_mbps: u32) -> io::Result<()> {
+        let mut ports: Array<_, FlPort> =
+            Array::try_from(self.map_mut("fl_ports")?).map_err(|e| err("fl_ports", e))?;
+        let what = || format!("fl_ports[{port}]");
+        let mut p = ports
+            .get(&u32::from(port), 0)
+            .map_err(|e| err(&what(), e))?;
+        p.up = u32::from(up);
+        p.loss_ppm = (loss.clamp(0.0, 1.0) * 1e6) as u32;
+        p.rate_mbps = rate_mbps;
+        ports
+            .set(u32::from(port), p, 0)
+            .map_err(|e| err(&what(), e))?;
+        if let Some(r) = self.rates.get_mut(usize::from(port)) {
+            *r = rate_mbps;
         }
         Ok(())
     }

@@ -43,6 +43,7 @@ fn setup(policy: u32, rate_mbps: u32, buffer: u32) -> SwitchSetup {
                         rate_mbps,
                         mtu: MTU,
                         up: 1,
+                        loss_ppm: 0,
                         mac: port_mac(NODE, p),
                         peer_mac: peer(p),
                     },
@@ -344,6 +345,39 @@ fn a_full_queue_drops_and_a_deep_one_marks() {
     assert_eq!((q.drops, q.ecn_marks, q.tx_packets), (1, 1, 3));
     assert!((3 * len - 100..=3 * len).contains(&q.max_bytes), "{q:?}");
     assert_eq!(stat(&sw, "queue_full"), 1);
+}
+
+/// Link faults: a lossy link loses frames after its queue sent them (`link_loss`);
+/// a destination whose every port went down has no route until one comes back.
+#[test]
+fn faults_lose_frames_and_take_ports_out_of_routes() {
+    let Some(mut sw) = switch(&setup(FL_LB_ECMP, RATE, 1 << 30)) else {
+        return;
+    };
+    sw.set_link(1, true, 1.0, RATE).unwrap();
+    let (verdict, _) = sw.test_run(&data(1, 1, 100)).unwrap();
+    assert_eq!(verdict, XDP_DROP);
+    assert_eq!(stat(&sw, "link_loss"), 1);
+    assert_eq!(sw.queue(1).unwrap().tx_packets, 1, "the queue sent it");
+    sw.set_link(1, true, 0.0, RATE).unwrap();
+    assert_eq!(sw.test_run(&data(1, 1, 100)).unwrap().0, XDP_REDIRECT);
+    // Ports 2 and 3 of four down: the rest carry everything.
+    sw.set_routes(&[([10, 1, 0, 0], 16, vec![4, 5])]).unwrap();
+    for e in 0..20 {
+        let p = out_port(&sw.test_run(&data(2, e, 100)).unwrap().1);
+        assert!(p == 4 || p == 5, "port {p}");
+    }
+    // Port 1 down: the route to host 1 loses its only port (and the /16 is gone
+    // too, or the longest match would fall back to it).
+    sw.set_link(1, false, 0.0, RATE).unwrap();
+    sw.set_routes(&[(host_ip(1), 32, vec![]), ([10, 1, 0, 0], 16, vec![])])
+        .unwrap();
+    assert_eq!(sw.test_run(&data(1, 1, 100)).unwrap().0, XDP_DROP);
+    assert_eq!(stat(&sw, "no_route"), 1);
+    // Back up.
+    sw.set_link(1, true, 0.0, RATE).unwrap();
+    sw.set_routes(&[(host_ip(1), 32, vec![1])]).unwrap();
+    assert_eq!(sw.test_run(&data(1, 1, 100)).unwrap().0, XDP_REDIRECT);
 }
 
 /// Frames that are not the switch's to forward are dropped, counted by reason.
