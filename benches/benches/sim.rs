@@ -11,41 +11,24 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fablab_dataplane::cc::Registry;
 use fablab_dataplane::sim::engine::EventQueue;
-use fablab_dataplane::sim::topology::{TopologyKind, TopologySpec};
 use fablab_dataplane::sim::traffic::{Pattern, TrafficSpec};
-use fablab_dataplane::sim::{NicSpec, SimConfig, Simulator};
+use fablab_dataplane::sim::{SimConfig, Simulator};
 use fablab_dataplane::switch::LbPolicy;
 
 fn config() -> SimConfig {
+    let traffic = TrafficSpec {
+        pattern: Pattern::Permutation {
+            stride: None,
+            senders: None,
+        },
+        flow_bytes: 1 << 40,
+    };
     SimConfig {
-        seed: 1,
-        topology: TopologySpec {
-            kind: TopologyKind::LeafSpine {
-                leaves: 4,
-                spines: 8,
-                hosts_per_leaf: 16,
-            },
-            host_rate_mbps: 100_000,
-            fabric_rate_mbps: 100_000,
-            link_delay: 1_000,
-        },
-        buffer_bytes: 1 << 20,
         lb: LbPolicy::Adaptive,
-        ecn: None,
-        pfc: None,
         int: true,
-        nic: NicSpec::default(),
-        traffic: TrafficSpec {
-            pattern: Pattern::Permutation {
-                stride: None,
-                senders: None,
-            },
-            flow_bytes: 1 << 40,
-        },
-        faults: Vec::new(),
         duration: Some(200_000),
         queue_sample_interval: 10_000,
-        trace_cc: false,
+        ..SimConfig::leaf_spine((4, 8, 16), 100_000, 1_000, traffic)
     }
 }
 

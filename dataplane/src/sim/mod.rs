@@ -115,6 +115,45 @@ pub struct SimConfig {
     pub trace_cc: bool,
 }
 
+impl SimConfig {
+    /// `traffic` on a leaf-spine of `leaves` × `spines` with `hosts_per_leaf`
+    /// hosts, every link at `rate_mbps` with `link_delay`; everything else plain:
+    /// seed 1, 1 MiB buffers, ECMP, no ECN, no PFC, no INT, default NICs, no
+    /// faults, no time limit, queues sampled every microsecond. Change fields with
+    /// struct update syntax.
+    pub fn leaf_spine(
+        (leaves, spines, hosts_per_leaf): (u32, u32, u32),
+        rate_mbps: u32,
+        link_delay: Nanos,
+        traffic: TrafficSpec,
+    ) -> SimConfig {
+        SimConfig {
+            seed: 1,
+            topology: TopologySpec {
+                kind: topology::TopologyKind::LeafSpine {
+                    leaves,
+                    spines,
+                    hosts_per_leaf,
+                },
+                host_rate_mbps: rate_mbps,
+                fabric_rate_mbps: rate_mbps,
+                link_delay,
+            },
+            buffer_bytes: 1 << 20,
+            lb: LbPolicy::Ecmp,
+            ecn: None,
+            pfc: None,
+            int: false,
+            nic: NicSpec::default(),
+            traffic,
+            faults: Vec::new(),
+            duration: None,
+            queue_sample_interval: 1_000,
+            trace_cc: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ev {
     Arrive { node: u32, port: u16, pkt: u32 },

@@ -26,9 +26,9 @@ use anyhow::Context as _;
 use fablab_dataplane::cc::Registry;
 use fablab_dataplane::codec;
 use fablab_dataplane::packet::Packet;
-use fablab_dataplane::sim::topology::{Topology, TopologyKind, TopologySpec};
+use fablab_dataplane::sim::topology::Topology;
 use fablab_dataplane::sim::traffic::{Pattern, TrafficSpec};
-use fablab_dataplane::sim::{NicSpec, SimConfig};
+use fablab_dataplane::sim::SimConfig;
 use fablab_dataplane::switch::LbPolicy;
 use fablab_dataplane::wire::addr::port_mac;
 use fablab_testbed::{in_netns, Plan, Testbed};
@@ -140,35 +140,19 @@ impl Bed {
 
 /// One switch, two hosts, 400 Gb/s links without delay, INT on, adaptive choice.
 fn config() -> SimConfig {
-    SimConfig {
-        seed: 1,
-        topology: TopologySpec {
-            kind: TopologyKind::LeafSpine {
-                leaves: 1,
-                spines: 0,
-                hosts_per_leaf: 2,
-            },
-            host_rate_mbps: 400_000,
-            fabric_rate_mbps: 400_000,
-            link_delay: 0,
+    let traffic = TrafficSpec {
+        pattern: Pattern::Permutation {
+            stride: None,
+            senders: None,
         },
+        flow_bytes: 0,
+    };
+    SimConfig {
         buffer_bytes: 4 << 20,
         lb: LbPolicy::Adaptive,
-        ecn: None,
-        pfc: None,
         int: true,
-        nic: NicSpec::default(),
-        traffic: TrafficSpec {
-            pattern: Pattern::Permutation {
-                stride: None,
-                senders: None,
-            },
-            flow_bytes: 0,
-        },
-        faults: Vec::new(),
-        duration: None,
         queue_sample_interval: 1_000_000,
-        trace_cc: false,
+        ..SimConfig::leaf_spine((1, 0, 2), 400_000, 0, traffic)
     }
 }
 
