@@ -205,8 +205,22 @@ static __always_inline void put_hop(__u8 *p, const struct hop *h)
 			((__u8 *)(data))[i_] = ((__u8 *)(data))[i_ + (by)];          \
 	} while (0)
 
-/* INT source: insert shim, INT-MD header and this hop after UDP. */
-static __always_inline int int_source(struct xdp_md *ctx, const struct hop *h)
+/* After the frame grew by `by` bytes after UDP: IPv4 total length and checksum,
+ * UDP length, and no UDP checksum (RoCEv2 over IPv4 sends none; the ICRC covers
+ * the transport). */
+static __always_inline void grew(void *data, __u16 by)
+{
+	struct iphdr *ip = data + ETH_LEN;
+	__u8 *udp = (__u8 *)data + L4_OFF;
+	ip->tot_len = bpf_htons(bpf_ntohs(ip->tot_len) + by);
+	ip_fix_checksum(ip);
+	put_be16(udp + 4, ((udp[4] << 8) | udp[5]) + by);
+	put_be16(udp + 6, 0);
+}
+
+/* INT source: insert the shim and INT-MD header after UDP, with room for this
+ * hop at the top of the stack (STACK_OFF), which the caller writes. */
+static __always_inline int int_source(struct xdp_md *ctx)
 {
 	if (bpf_xdp_adjust_head(ctx, -INT_SOURCE_LEN))
 		return -1;
@@ -231,22 +245,18 @@ static __always_inline int int_source(struct xdp_md *ctx, const struct hop *h)
 	put_be16(b + 10, FL_INT_DS_ID);
 	put_be16(b + 12, FL_INT_DS_INSTRUCTIONS);
 	put_be16(b + 14, 0);
-	put_hop(b + SHIM_LEN + MD_LEN, h);
 
 	struct iphdr *ip = data + ETH_LEN;
-	__u8 *udp = data + L4_OFF;
-	ip->tot_len = bpf_htons(bpf_ntohs(ip->tot_len) + INT_SOURCE_LEN);
 	ip->tos |= FL_INT_DSCP_BIT << 2;
-	ip_fix_checksum(ip);
-	put_be16(udp + 2, FL_INT_PORT);
-	put_be16(udp + 4, ((udp[4] << 8) | udp[5]) + INT_SOURCE_LEN);
-	put_be16(udp + 6, 0);
+	put_be16((__u8 *)data + L4_OFF + 2, FL_INT_PORT);
+	grew(data, INT_SOURCE_LEN);
 	count(FL_STAT_INT_SOURCE);
 	return 0;
 }
 
-/* INT transit: push this hop on top of the stack. */
-static __always_inline int int_push(struct xdp_md *ctx, const struct hop *h)
+/* INT transit: make room for this hop on top of the stack (STACK_OFF), which the
+ * caller writes. */
+static __always_inline int int_push(struct xdp_md *ctx)
 {
 	if (bpf_xdp_adjust_head(ctx, -FL_INT_HOP_BYTES))
 		return -1;
@@ -259,14 +269,7 @@ static __always_inline int int_push(struct xdp_md *ctx, const struct hop *h)
 	__u8 *b = (__u8 *)data + BTH_OFF;
 	b[1] += FL_INT_HOP_WORDS;
 	b[7] -= 1;
-	put_hop((__u8 *)data + STACK_OFF, h);
-
-	struct iphdr *ip = data + ETH_LEN;
-	__u8 *udp = data + L4_OFF;
-	ip->tot_len = bpf_htons(bpf_ntohs(ip->tot_len) + FL_INT_HOP_BYTES);
-	ip_fix_checksum(ip);
-	put_be16(udp + 4, ((udp[4] << 8) | udp[5]) + FL_INT_HOP_BYTES);
-	put_be16(udp + 6, 0);
+	grew(data, FL_INT_HOP_BYTES);
 	count(FL_STAT_INT_PUSHED);
 	return 0;
 }
@@ -455,9 +458,7 @@ int fl_switch(struct xdp_md *ctx)
 	 * cannot grow is not counted as sent; the hop's values are written once the
 	 * queue has given them. */
 	if (int_action != INT_NONE) {
-		struct hop blank = {};
-		int err = int_action == INT_SOURCE ? int_source(ctx, &blank)
-						   : int_push(ctx, &blank);
+		int err = int_action == INT_SOURCE ? int_source(ctx) : int_push(ctx);
 		if (err)
 			return drop(FL_STAT_ADJUST);
 		data = (void *)(long)ctx->data;
