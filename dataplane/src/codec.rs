@@ -12,6 +12,8 @@
 //!   [`INT_DSCP_BIT`]), oldest hop deepest;
 //! - ACK and NACK are RC Acknowledge with syndrome ACK or NAK (PSN sequence error)
 //!   plus fablab's ACK extension (cumulative PSN, SACK, ECN-echo, D-SACK, echoed INT);
+//! - a trimmed data packet (cut to its headers by a switch) keeps its BTH and loses
+//!   its payload and INT; its DSCP is [`TRIMMED_DSCP`];
 //! - a CNP is a RoCEv2 CNP for the flow's QP.
 //!
 //! It never panics on untrusted bytes and never allocates.
@@ -28,6 +30,10 @@ use crate::wire::{
 
 /// DSCP of fablab's RoCEv2 traffic (AF31, the usual RoCE class), before the INT bit.
 pub const ROCE_DSCP: u8 = 26;
+/// DSCP of a trimmed data packet: AF33, the RoCE class (AF3x) at its highest drop
+/// precedence, so it is still RoCE traffic to every switch and tool, and a receiver
+/// tells a trimmed header from an empty segment by it (docs/wire.md).
+pub const TRIMMED_DSCP: u8 = 30;
 /// TTL of frames a NIC sends.
 pub const TTL: u8 = 64;
 /// NAK code "PSN sequence error" (IBTA 9.7.5.2.4).
@@ -140,7 +146,9 @@ pub fn frame_of<'a>(
         eth_dst,
         ip_src: host_ip(pkt.src),
         ip_dst: host_ip(pkt.dst),
-        dscp: if int_on {
+        dscp: if pkt.kind == Kind::Data && pkt.trimmed {
+            TRIMMED_DSCP
+        } else if int_on {
             ROCE_DSCP | INT_DSCP_BIT
         } else {
             ROCE_DSCP
@@ -159,11 +167,13 @@ pub fn frame_of<'a>(
         fecn: false,
         becn: opcode == Opcode::CNP,
         dest_qp: pkt.flow & U24_MASK,
-        ack_req: opcode.is_send(),
+        ack_req: opcode.is_send() && pkt.ack_req,
         psn: psn & U24_MASK,
     };
     match pkt.kind {
         Kind::Data => {
+            // A trimmed packet's payload stayed behind at the switch that trimmed it.
+            let payload = if pkt.trimmed { &[][..] } else { payload };
             let opcode = match (first, pkt.last) {
                 (true, true) => Opcode::RC_SEND_ONLY,
                 (true, false) => Opcode::RC_SEND_FIRST,
@@ -197,6 +207,7 @@ pub fn frame_of<'a>(
                 ext: Some(AckExtRepr {
                     ecn_echo: pkt.ecn_echo,
                     duplicate: pkt.dsack,
+                    trimmed: pkt.kind == Kind::Nack && pkt.trimmed,
                     acked_psn: pkt.psn & U24_MASK,
                     cumulative_psn: pkt.cum_psn & U24_MASK,
                     sack: pkt.sack,
@@ -251,6 +262,8 @@ pub fn packet_of<'a>(f: &FrameRepr<'a>) -> Result<Decoded<'a>, DecodeError> {
             first = matches!(f.bth.opcode, Opcode::RC_SEND_FIRST | Opcode::RC_SEND_ONLY);
             let mut pkt = Packet::data(src, dst, flow, f.bth.psn, p.len() as u32);
             pkt.last = last;
+            pkt.ack_req = f.bth.ack_req;
+            pkt.trimmed = f.l3.dscp == TRIMMED_DSCP && p.is_empty();
             if let Some(stack) = &f.int {
                 pkt.int_enabled = true;
                 pkt.int = trail_of(stack);
@@ -276,6 +289,7 @@ pub fn packet_of<'a>(f: &FrameRepr<'a>) -> Result<Decoded<'a>, DecodeError> {
                     pkt.sack = e.sack;
                     pkt.ecn_echo = e.ecn_echo;
                     pkt.dsack = e.duplicate;
+                    pkt.trimmed = kind == Kind::Nack && e.trimmed;
                     if let Some(stack) = &e.int {
                         pkt.int = trail_of(stack);
                     }

@@ -114,6 +114,15 @@ pub struct Packet {
     pub ecn_echo: bool,
     /// ACK: the acked packet was a duplicate (D-SACK).
     pub dsack: bool,
+    /// Data: a switch cut this packet to its headers because its egress queue had no
+    /// room ([`Packet::trim`]); the receiver answers with a NACK at once. NACK: it
+    /// answers a trimmed packet (the PSN in `psn`), so the sender may retransmit at
+    /// once.
+    pub trimmed: bool,
+    /// Data: the sender wants this packet acknowledged at once (BTH AckReq), not
+    /// coalesced with later ones: the last packet of a message, a retransmission, or
+    /// the packet that fills the sender's window.
+    pub ack_req: bool,
 }
 
 impl Packet {
@@ -135,7 +144,27 @@ impl Packet {
             sack: SackBitmap::default(),
             ecn_echo: false,
             dsack: false,
+            trimmed: false,
+            ack_req: true,
         }
+    }
+
+    /// Cuts a data packet to its headers, as a trimming switch does when the packet
+    /// would not fit its egress queue: the payload and any INT are gone, the PSN, the
+    /// flow and the segment's position stay, so the receiver can ask for exactly this
+    /// packet again (docs/wire.md, "Trimmed packets").
+    pub fn trim(&mut self) {
+        debug_assert_eq!(self.kind, Kind::Data);
+        self.trimmed = true;
+        self.payload = 0;
+        self.int_enabled = false;
+        self.int.clear();
+    }
+
+    /// Whether the packet travels in a switch's control class (ACK, NACK, CNP and
+    /// trimmed headers), ahead of data.
+    pub fn is_control(&self) -> bool {
+        self.kind != Kind::Data || self.trimmed
     }
 
     /// A control packet (ACK, NACK or CNP) from `src` to `dst` about `flow`.

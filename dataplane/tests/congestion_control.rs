@@ -40,6 +40,9 @@ fn incast_config(cc: &str, seed: u64) -> SimConfig {
             xoff_bytes: 256 * 1024,
             xon_bytes: 128 * 1024,
         }),
+        ecn_at: fablab_dataplane::switch::EcnPoint::Enqueue,
+        trim: Some(fablab_dataplane::switch::TrimConfig::WHEN_FULL),
+        control_priority: true,
         int: true,
         nic: NicSpec {
             entropies: 1,
@@ -143,6 +146,9 @@ fn permutation(cc: &str, params: &[(&str, f64)], seed: u64) -> Report {
             link_delay: 1_000,
         },
         pfc: None,
+        ecn_at: fablab_dataplane::switch::EcnPoint::Enqueue,
+        trim: Some(fablab_dataplane::switch::TrimConfig::WHEN_FULL),
+        control_priority: true,
         lb: LbPolicy::Adaptive,
         traffic: TrafficSpec {
             pattern: Pattern::Permutation {

@@ -38,6 +38,9 @@ fn fabric(
         lb,
         ecn: None,
         pfc: None,
+        ecn_at: fablab_dataplane::switch::EcnPoint::Enqueue,
+        trim: Some(fablab_dataplane::switch::TrimConfig::WHEN_FULL),
+        control_priority: true,
         int: false,
         nic: NicSpec {
             spray,

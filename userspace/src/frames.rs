@@ -142,6 +142,7 @@ pub fn samples() -> Vec<Sample> {
             ext: Some(AckExtRepr {
                 ecn_echo: true,
                 duplicate: false,
+                trimmed: false,
                 acked_psn: 102,
                 cumulative_psn: 101,
                 sack,

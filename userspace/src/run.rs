@@ -8,14 +8,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use fablab_dataplane::cc::Registry;
 use fablab_dataplane::nic::spray::SprayPolicy;
+use fablab_dataplane::nic::IntRequest as NicInt;
 use fablab_dataplane::sim::metrics::Report;
 use fablab_dataplane::sim::topology::{TopologyKind as SimTopologyKind, TopologySpec};
 use fablab_dataplane::sim::traffic::{Pattern as SimPattern, SizeCdf, TrafficSpec};
 use fablab_dataplane::sim::{Fault, FaultKind as SimFaultKind, NicSpec, SimConfig, Simulator};
-use fablab_dataplane::switch::{EcnConfig, LbPolicy, PfcConfig};
+use fablab_dataplane::switch::{EcnConfig, EcnPoint, LbPolicy, PfcConfig, TrimConfig};
 use serde_json::{json, Value};
 
-use crate::scenario::{FaultKind, LoadBalancing, Pattern, Scenario, Spraying, TopologyKind};
+use crate::scenario::{
+    EcnAt, FaultKind, IntRequest, LoadBalancing, Pattern, Scenario, Spraying, TopologyKind,
+};
 
 /// Version of the results.json layout; bumped on any change that could break a reader.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -117,10 +120,18 @@ pub fn sim_config(s: &Scenario, scenario_path: &Path) -> anyhow::Result<SimConfi
             kmax_bytes: sw.ecn_kmax_bytes,
             pmax: sw.ecn_pmax,
         }),
+        ecn_at: match sw.ecn_at {
+            EcnAt::Enqueue => EcnPoint::Enqueue,
+            EcnAt::Dequeue => EcnPoint::Dequeue,
+        },
         pfc: sw.lossless.then_some(PfcConfig {
             xoff_bytes: sw.pfc_xoff_bytes,
             xon_bytes: sw.pfc_xon_bytes,
         }),
+        trim: sw.trim.then_some(TrimConfig {
+            threshold_bytes: sw.trim_threshold_bytes.unwrap_or(t.buffer_bytes),
+        }),
+        control_priority: sw.control_priority,
         int: sw.int,
         nic: NicSpec {
             spray: match s.nic.spray {
@@ -136,6 +147,12 @@ pub fn sim_config(s: &Scenario, scenario_path: &Path) -> anyhow::Result<SimConfi
             rto_min: (s.nic.rto_min_us * 1e3) as u64,
             reorder_window: s.nic.reorder_window,
             pacing_slack: 0,
+            int: match s.nic.int {
+                IntRequest::Auto => NicInt::Auto,
+                IntRequest::On => NicInt::On,
+                IntRequest::Off => NicInt::Off,
+            },
+            ack_every_bytes: s.nic.ack_every_bytes,
         },
         traffic: TrafficSpec {
             pattern,
@@ -254,6 +271,7 @@ pub fn results_json(s: &Scenario, scenario_path: &Path, mode: &str, run: &SimRun
                 "max_queue_bytes": p.max_queue_bytes,
                 "ecn_marks": p.ecn_marks,
                 "pfc_pauses_sent": p.pfc_pauses_sent,
+                "trims": p.trims,
             })
         })
         .collect();
@@ -278,6 +296,11 @@ pub fn results_json(s: &Scenario, scenario_path: &Path, mode: &str, run: &SimRun
             "retransmits": r.retransmits,
             "spurious_retransmits": r.spurious_retransmits,
             "timeouts": r.timeouts,
+            "trims": r.trims,
+            "loss_events": r.loss_events,
+            "data_packets": r.data_packets,
+            "acks_sent": r.acks_sent,
+            "mean_flow_rate": r.mean_flow_rate,
             "ooo_packets": r.ooo_packets,
             "duplicate_packets": r.duplicate_packets,
             "reorder_max_depth": r.reorder_max_depth,
@@ -366,8 +389,8 @@ pub fn summary(s: &Scenario, run: &SimRun) -> String {
     );
     let _ = writeln!(
         o,
-        "  goodput     {:.1} Gb/s of {:.1} ideal  (efficiency {:.3})",
-        r.goodput_gbps, r.ideal_goodput_gbps, r.efficiency
+        "  goodput     {:.1} Gb/s of {:.1} ideal  (efficiency {:.3}), mean flow rate {:.3} of the host link",
+        r.goodput_gbps, r.ideal_goodput_gbps, r.efficiency, r.mean_flow_rate
     );
     match (&r.fct_us, &r.fct_slowdown) {
         (Some(f), Some(sl)) => {
@@ -395,8 +418,8 @@ pub fn summary(s: &Scenario, run: &SimRun) -> String {
     );
     let _ = writeln!(
         o,
-        "  losses      {} drops ({} switch, {} link), {} PFC pauses, {} retransmits ({} spurious), {} timeouts",
-        r.drops, r.switch_drops, r.link_drops, r.pfc_pauses, r.retransmits, r.spurious_retransmits, r.timeouts
+        "  losses      {} drops ({} switch, {} link), {} trims, {} PFC pauses, {} retransmits ({} spurious), {} timeouts, {} loss events told to CC",
+        r.drops, r.switch_drops, r.link_drops, r.trims, r.pfc_pauses, r.retransmits, r.spurious_retransmits, r.timeouts, r.loss_events
     );
     let _ = writeln!(
         o,

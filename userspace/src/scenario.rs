@@ -170,9 +170,48 @@ pub struct SwitchConfig {
     /// ...and resume it when they drop to this many.
     #[serde(default = "defaults::pfc_xon")]
     pub pfc_xon_bytes: u64,
-    /// Stamp INT metadata into every data packet.
+    /// Stamp INT metadata into data packets whose sender asks for it (`nic.int`).
     #[serde(default = "defaults::yes")]
     pub int: bool,
+    /// Cut a data packet that does not fit its egress queue to its headers and
+    /// forward those in the control queue, instead of dropping it (lossy switches;
+    /// PFC switches never trim). The receiver NACKs a trimmed packet at once.
+    #[serde(default = "defaults::yes")]
+    pub trim: bool,
+    /// Trim a data packet that would take its queue above this many bytes (default:
+    /// the whole buffer, so only packets that do not fit are trimmed).
+    pub trim_threshold_bytes: Option<u64>,
+    /// ACKs, NACKs, CNPs and trimmed headers travel in a strict-priority queue at
+    /// every switch port, ahead of data.
+    #[serde(default = "defaults::yes")]
+    pub control_priority: bool,
+    /// Where ECN marks are decided: when a packet joins its queue (`enqueue`, from the
+    /// depth it finds) or when it leaves (`dequeue`, from the depth it leaves behind).
+    #[serde(default)]
+    pub ecn_at: EcnAt,
+}
+
+/// `switch.ecn_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EcnAt {
+    #[default]
+    Enqueue,
+    Dequeue,
+}
+
+/// `nic.int`: which data packets ask the switches for INT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntRequest {
+    /// When the flow's congestion control reads INT (hpcc, and plugins unless they
+    /// say otherwise).
+    #[default]
+    Auto,
+    /// Every data packet.
+    On,
+    /// None.
+    Off,
 }
 
 impl Default for SwitchConfig {
@@ -188,6 +227,10 @@ impl Default for SwitchConfig {
             pfc_xoff_bytes: defaults::pfc_xoff(),
             pfc_xon_bytes: defaults::pfc_xon(),
             int: true,
+            trim: true,
+            trim_threshold_bytes: None,
+            control_priority: true,
+            ecn_at: EcnAt::Enqueue,
         }
     }
 }
@@ -230,6 +273,16 @@ pub struct NicConfig {
     /// Parameters of the congestion-control algorithm, by name.
     #[serde(default)]
     pub cc_params: std::collections::BTreeMap<String, f64>,
+    /// Which data packets ask the switches for INT: `auto` (when the congestion
+    /// control reads it), `on`, `off`.
+    #[serde(default)]
+    pub int: IntRequest,
+    /// The receiver acknowledges once this many payload bytes arrived since its last
+    /// ACK; at once for a trimmed packet (a NACK), a CE mark, a duplicate, a packet
+    /// that asks for it, a packet that carries INT and the end of a flow. 0
+    /// acknowledges every packet.
+    #[serde(default = "defaults::ack_every_bytes")]
+    pub ack_every_bytes: u64,
 }
 
 impl Default for NicConfig {
@@ -243,6 +296,8 @@ impl Default for NicConfig {
             rto_min_us: defaults::rto_min_us(),
             reorder_window: defaults::reorder_window(),
             cc_params: Default::default(),
+            int: IntRequest::Auto,
+            ack_every_bytes: defaults::ack_every_bytes(),
         }
     }
 }
@@ -335,6 +390,9 @@ mod defaults {
     }
     pub fn reorder_window() -> u32 {
         1024
+    }
+    pub fn ack_every_bytes() -> u64 {
+        fablab_dataplane::sim::DEFAULT_ACK_EVERY_BYTES
     }
     pub fn pfc_xoff() -> u64 {
         256 * 1024
@@ -630,6 +688,25 @@ impl Scenario {
                 "ecn_pmax",
                 format!("{} is not in 0..=1", s.ecn_pmax),
             ));
+        }
+        if let Some(th) = s.trim_threshold_bytes {
+            if th == 0 || th > t.buffer_bytes {
+                return Err((
+                    "switch",
+                    "trim_threshold_bytes",
+                    format!(
+                        "{th} is not in 1..=buffer_bytes ({}): a packet is trimmed when it would take its queue above it",
+                        t.buffer_bytes
+                    ),
+                ));
+            }
+            if !s.trim {
+                return Err((
+                    "switch",
+                    "trim_threshold_bytes",
+                    "is set but trim = false".into(),
+                ));
+            }
         }
         let n = &self.nic;
         if !(64..=9000).contains(&n.mtu_bytes) {

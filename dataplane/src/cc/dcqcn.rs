@@ -187,4 +187,8 @@ impl CongestionControl for Dcqcn {
     fn pacing_rate(&self) -> u64 {
         self.rc as u64
     }
+
+    fn wants_telemetry(&self) -> bool {
+        false
+    }
 }

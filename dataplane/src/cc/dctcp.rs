@@ -117,4 +117,8 @@ impl CongestionControl for Dctcp {
     fn pacing_rate(&self) -> u64 {
         self.rate
     }
+
+    fn wants_telemetry(&self) -> bool {
+        false
+    }
 }

@@ -107,7 +107,10 @@ impl<'a> AckSample<'a> {
 pub enum CongestionEvent {
     /// A RoCEv2 CNP arrived (DCQCN's reaction point).
     Cnp,
-    /// A packet was declared lost (RACK or NACK).
+    /// A packet was declared lost (a trim NACK, RACK, or its own timeout). The
+    /// sender reports at most one loss per round trip (a recovery episode, as TCP
+    /// has): losses of packets sent before the previous reported loss are not
+    /// reported again.
     Loss { psn: u32, bytes: u32 },
     /// The retransmission timer fired: everything in flight is presumed lost.
     Timeout,
@@ -138,6 +141,15 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn window(&self) -> u64;
     /// Bits per second the flow may send at.
     fn pacing_rate(&self) -> u64;
+    /// Whether this algorithm reads INT ([`on_telemetry`](Self::on_telemetry),
+    /// `AckSample::int`). With the scenario's `nic.int = "auto"` (the default) a
+    /// flow's data packets ask the switches for INT only when its algorithm says yes
+    /// here, since every hop's metadata costs 32 bytes on the wire, twice (in the
+    /// data packet and echoed in its ACK). The default says yes, so an algorithm that
+    /// reads INT and forgets this method still gets it; say no if you never read it.
+    fn wants_telemetry(&self) -> bool {
+        true
+    }
 }
 
 /// Numeric parameters from the scenario's `[nic.cc_params]`.

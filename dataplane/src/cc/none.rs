@@ -34,6 +34,10 @@ impl CongestionControl for NoCc {
     fn pacing_rate(&self) -> u64 {
         self.rate
     }
+
+    fn wants_telemetry(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -118,4 +118,8 @@ impl CongestionControl for Nscc {
     fn pacing_rate(&self) -> u64 {
         self.rate
     }
+
+    fn wants_telemetry(&self) -> bool {
+        false
+    }
 }

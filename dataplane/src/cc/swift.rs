@@ -181,4 +181,8 @@ impl CongestionControl for Swift {
             ((self.cwnd * self.mtu * 8.0 / self.rtt.max(1.0) * 1e9) as u64).clamp(1, self.line)
         }
     }
+
+    fn wants_telemetry(&self) -> bool {
+        false
+    }
 }

@@ -132,4 +132,8 @@ impl CongestionControl for Timely {
     fn pacing_rate(&self) -> u64 {
         self.rate as u64
     }
+
+    fn wants_telemetry(&self) -> bool {
+        false
+    }
 }

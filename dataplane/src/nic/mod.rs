@@ -50,8 +50,31 @@ pub struct NicConfig {
     pub cnp_interval: Nanos,
     /// Report every change of a flow's window or rate as [`NicEvent::CcChange`].
     pub trace_cc: bool,
+    /// Which data packets ask the switches for INT.
+    pub int: IntRequest,
+    /// The receiver acknowledges once this many payload bytes have arrived since its
+    /// last ACK (0 or anything up to the MTU: every packet). ACKs still go out at
+    /// once for a trimmed packet (as a NACK), a CE mark, a duplicate, a packet that
+    /// asks for one (`ack_req`), a packet that carries INT, and the end of a flow.
+    pub ack_every_bytes: u64,
+    /// The fabric trims instead of dropping: senders declare a packet lost only on a
+    /// trim NACK or its own timeout ([`sender`]'s module docs).
+    pub trimming: bool,
     /// Seeds every random choice of this NIC.
     pub seed: u64,
+}
+
+/// Which data packets ask the switches for INT (`nic.int`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntRequest {
+    /// A flow's packets carry INT when its congestion controller reads it
+    /// ([`crate::cc::CongestionControl::wants_telemetry`]).
+    #[default]
+    Auto,
+    /// Every data packet.
+    On,
+    /// None.
+    Off,
 }
 
 /// What the NIC reports to its driver.
@@ -84,6 +107,8 @@ pub struct ReceiverStats {
     pub max_held: u32,
     pub acks_sent: u64,
     pub cnps_sent: u64,
+    /// NACKs sent for trimmed packets.
+    pub trim_nacks_sent: u64,
     pub control_dropped: u64,
 }
 
@@ -96,6 +121,10 @@ struct Receiver {
     last: Option<(u64, u32)>,
     done: bool,
     next_cnp: Nanos,
+    /// The ACK for the newest arrivals, held back while fewer than
+    /// `ack_every_bytes` arrived since the last one went out.
+    pending: Option<Packet>,
+    unacked_bytes: u64,
 }
 
 /// Flow ids are small dense integers chosen by the driver, not attacker input: a
@@ -180,6 +209,11 @@ impl Nic {
         let wire_per_packet = u64::from(Packet::data(0, 0, 0, 0, self.cfg.mtu).wire_len());
         let max_inflight = (self.cfg.window_bytes.max(cc.window()) / wire_per_packet + 2)
             .max(u64::from(self.cfg.reorder_window)) as u32;
+        let request_int = match self.cfg.int {
+            IntRequest::Auto => cc.wants_telemetry(),
+            IntRequest::On => true,
+            IntRequest::Off => false,
+        };
         let scfg = SenderConfig {
             mtu: self.cfg.mtu,
             base_rtt: self.cfg.base_rtt,
@@ -188,6 +222,8 @@ impl Nic {
             max_inflight_packets: max_inflight,
             congested_qlen: 4 * self.cfg.mtu,
             trace_cc: self.cfg.trace_cc,
+            request_int,
+            trimming: self.cfg.trimming,
         };
         self.tx_index.insert(spec.flow, self.senders.len());
         self.senders.push(Sender::new(spec, scfg, cc, spray, now));
@@ -259,11 +295,36 @@ impl Nic {
                     last: None,
                     done: false,
                     next_cnp: 0,
+                    pending: None,
+                    unacked_bytes: 0,
                 });
                 self.receivers.len() - 1
             }
         };
         let mtu = u64::from(self.cfg.mtu);
+        let r = &mut self.receivers[i];
+        let mut reply = Packet::control(Kind::Ack, self.cfg.host, r.peer, r.flow);
+        reply.psn = pkt.psn;
+        reply.entropy = pkt.entropy;
+        if pkt.trimmed {
+            // The payload stayed behind at a full queue: ask for this PSN again, now.
+            reply.kind = Kind::Nack;
+            reply.trimmed = true;
+            reply.cum_psn = (r.buf.expected() & u64::from(U24_MASK)) as u32;
+            reply.sack = r.buf.sack();
+            self.stats.trim_nacks_sent += 1;
+            self.queue_control(reply);
+            return;
+        }
+        if pkt.is_ce() {
+            // The ACK that echoes CE covers only this packet: what arrived before it
+            // unmarked is acknowledged first, so no algorithm counts it as marked.
+            if let Some(p) = r.pending.take() {
+                r.unacked_bytes = 0;
+                self.stats.acks_sent += 1;
+                self.queue_control(p);
+            }
+        }
         let r = &mut self.receivers[i];
         if pkt.last && r.last.is_none() {
             if let Some(idx) = r.buf.unwrap_psn(pkt.psn) {
@@ -271,13 +332,14 @@ impl Nic {
             }
         }
         let arrival = r.buf.arrive(pkt.psn);
-        let mut reply = Packet::control(Kind::Ack, self.cfg.host, r.peer, r.flow);
-        reply.psn = pkt.psn;
-        reply.entropy = pkt.entropy;
         reply.cum_psn = (r.buf.expected() & u64::from(U24_MASK)) as u32;
         reply.ecn_echo = pkt.is_ce();
         // The INT sink: echo the stack the data packet collected.
         reply.int = pkt.int;
+        // A packet that carries INT is acknowledged at once: the INT sink echoes
+        // every stack it receives (HPCC's authors acknowledge every packet), where a
+        // coalesced ACK could echo only the newest.
+        let mut now_please = pkt.ack_req || pkt.is_ce() || pkt.int_enabled;
         match arrival {
             Arrival::Deliver { from, to } => {
                 let mut bytes = (to - from) * mtu;
@@ -293,25 +355,38 @@ impl Nic {
                 });
                 if r.last.is_some_and(|(l, _)| r.buf.expected() > l) && !r.done {
                     r.done = true;
+                    now_please = true;
                     self.events.push_back(NicEvent::ReceiverDone {
                         flow: r.flow,
                         at: now,
                     });
                 }
             }
-            Arrival::BeyondWindow => reply.kind = Kind::Nack,
-            Arrival::Duplicate => reply.dsack = true,
+            Arrival::BeyondWindow => {
+                reply.kind = Kind::Nack;
+                now_please = true;
+            }
+            Arrival::Duplicate => {
+                reply.dsack = true;
+                now_please = true;
+            }
             Arrival::Held => {}
         }
         reply.sack = r.buf.sack();
+        r.unacked_bytes += u64::from(pkt.payload);
+        if now_please || r.unacked_bytes >= self.cfg.ack_every_bytes {
+            r.pending = None;
+            r.unacked_bytes = 0;
+            self.stats.acks_sent += 1;
+            self.queue_control(reply);
+        } else {
+            r.pending = Some(reply);
+        }
+        let r = &mut self.receivers[i];
         let cnp = pkt.is_ce() && now >= r.next_cnp;
         if cnp {
             r.next_cnp = now + self.cfg.cnp_interval;
-        }
-        self.stats.acks_sent += 1;
-        self.queue_control(reply);
-        if cnp {
-            let (peer, flow) = (self.receivers[i].peer, self.receivers[i].flow);
+            let (peer, flow) = (r.peer, r.flow);
             self.stats.cnps_sent += 1;
             self.queue_control(Packet::control(Kind::Cnp, self.cfg.host, peer, flow));
         }

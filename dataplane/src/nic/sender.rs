@@ -1,25 +1,46 @@
 //! One flow's sending side: segmentation into MTU packets with PSNs, the window and
 //! pacing from congestion control, spraying, and loss recovery.
 //!
-//! Loss recovery is selective and reorder-tolerant, after RACK (RFC 8985): a packet
-//! is declared lost only when a packet *sent after it* has been acknowledged and a
-//! reordering window has passed since:
+//! # Loss recovery, and why reordering never looks like loss
 //!
-//! `now ≥ sent_at + rack_rtt + reo_wnd`, with `rack_rtt` the RTT of the most recently
-//! sent packet that was delivered and `reo_wnd = max(min_rtt / 4, 2 µs) × m`, capped
-//! at 4 × SRTT. `m` starts at 1 and grows by one (up to 64) each time a D-SACK shows
-//! that a retransmission was spurious, as RACK adapts its window (RFC 8985 §6.2).
-//! RACK caps the window at one SRTT; under spraying the reordering is the difference
-//! in queueing between paths, which grows with the queues themselves, and a cap of
-//! one SRTT let long sprayed runs fall into spurious-retransmission storms (measured:
-//! 18 000 spurious retransmissions in a 3 ms run, efficiency 0.70; with the 4 × SRTT
-//! cap, 152 and 0.94; docs/results.md).
+//! Spraying reorders packets by up to the difference in queueing between paths.
+//! Counting SACK gaps (three duplicate ACKs, IRN's NACK on any gap) would retransmit
+//! most of a sprayed window, so fablab never declares a packet lost because later
+//! ones arrived. Which rule applies depends on the fabric:
 //!
-//! Spraying reorders packets by up to the difference in queueing between paths;
-//! counting SACK gaps (three duplicate ACKs, IRN's NACK on any gap) would retransmit
-//! most of a sprayed window. Time-based detection waits out the reordering instead.
-//! A retransmission timer (`rto = max(srtt + 4·rttvar, rto_min)`, doubled on each
-//! expiry) covers the losses RACK cannot see, such as the tail of a flow.
+//! - **Trimming fabrics** (`SenderConfig::trimming`, the default where switches are
+//!   lossy): a switch that has no room for a packet cuts it to its headers and
+//!   forwards them in its control queue; the receiver NACKs the PSN at once
+//!   ([`Sender::handle_nack`]) and the sender retransmits it at once. Otherwise a
+//!   packet is declared lost only by a timeout: the flow's retransmission timer,
+//!   or, when the receiver's reorder window fills behind a missing packet, a NACK
+//!   for the window's head once it has been outstanding longer than a reordering
+//!   window. This is UEC's rule (loss only on a trim NACK or a timeout). A timer per
+//!   packet was tried and dropped: SRTT lags behind a queue that is filling, so
+//!   packets of a flow's first window expired while still queued (ecmp-vs-spray at
+//!   50 Mb/s: 58 timeouts, all spurious).
+//! - **Other fabrics** (lossless, or lossy without trimming): RACK (RFC 8985). A
+//!   packet is lost when a packet *sent after it* has been acknowledged and
+//!   `now ≥ sent_at + rack_rtt + reo_wnd`, with `rack_rtt` the RTT of the most
+//!   recently sent packet that was delivered. The reordering window is the larger of
+//!   RACK's own, `max(min_rtt / 4, 2 µs) × m` capped at 4 × SRTT (`m` grows by one,
+//!   up to 64, for each retransmission a D-SACK shows was spurious, RFC 8985 §6.2),
+//!   and the measured spread of path delays: `9/8 · rtt_max − rack_rtt`, with
+//!   `rtt_max` a slowly decaying maximum of the RTT samples. Under spraying the
+//!   slowest path sets how late a packet may legitimately be; a packet is declared
+//!   lost only when it is later than that.
+//!
+//! In both, a flow retransmission timer (`rto = max(srtt + 4·rttvar, rto_min)`,
+//! doubled on each expiry, restarted whenever data is newly acknowledged) covers a
+//! window that stopped being acknowledged altogether.
+//!
+//! # One congestion response per round trip
+//!
+//! The congestion controller hears of a loss (`CongestionEvent::Loss`) only if the
+//! lost packet was sent after the previous loss it heard of, as a TCP recovery
+//! episode counts one congestion event however many packets of a window were lost.
+//! `SenderStats::loss_events` counts what the controller was told (losses and
+//! timeouts), beside `retransmits`.
 
 use crate::cc::{AckSample, CongestionControl, CongestionEvent, SentSample};
 use crate::packet::{FlowId, HostId, Nanos, Packet};
@@ -134,6 +155,11 @@ pub struct SenderConfig {
     pub congested_qlen: u32,
     /// Record every change of window or rate (`--trace cc`).
     pub trace_cc: bool,
+    /// Data packets ask the switches for INT.
+    pub request_int: bool,
+    /// The fabric trims instead of dropping: a packet is lost only on a trim NACK or
+    /// its own timeout (see the module docs).
+    pub trimming: bool,
 }
 
 /// Counters of a sending flow.
@@ -145,6 +171,11 @@ pub struct SenderStats {
     pub losses_detected: u64,
     /// Retransmissions a D-SACK showed to be unnecessary.
     pub spurious_retransmits: u64,
+    /// NACKs for trimmed packets.
+    pub trim_nacks: u64,
+    /// Losses and timeouts the congestion controller was told of (at most one loss
+    /// per round trip).
+    pub loss_events: u64,
 }
 
 /// One flow's sender.
@@ -169,6 +200,10 @@ pub struct Sender {
     rack_rtt: Nanos,
     rack_timer: Option<Nanos>,
     reo_mult: u32,
+    /// A slowly decaying maximum of the RTT samples: the slowest path's delay.
+    rtt_max: Nanos,
+    /// When the congestion controller last heard of a loss.
+    loss_reported_at: Option<Nanos>,
     rto_at: Option<Nanos>,
     rto_backoff: u32,
     pub started_at: Nanos,
@@ -215,6 +250,8 @@ impl Sender {
             rack_rtt: 0,
             rack_timer: None,
             reo_mult: 1,
+            rtt_max: 0,
+            loss_reported_at: None,
             rto_at: None,
             rto_backoff: 0,
             started_at: now,
@@ -266,7 +303,10 @@ impl Sender {
     }
 
     fn reo_wnd(&self) -> Nanos {
-        ((self.rtt.min / 4).max(2_000) * u64::from(self.reo_mult)).min(4 * self.rtt.srtt.max(2_000))
+        let rack = ((self.rtt.min / 4).max(2_000) * u64::from(self.reo_mult))
+            .min(4 * self.rtt.srtt.max(2_000));
+        let spread = (self.rtt_max + self.rtt_max / 8).saturating_sub(self.rack_rtt);
+        rack.max(spread)
     }
 
     fn rto(&self) -> Nanos {
@@ -334,7 +374,13 @@ impl Sender {
             return None;
         }
         pkt.entropy = self.spray.next_entropy();
+        pkt.int_enabled = self.cfg.request_int;
         let retransmit = index < self.next_new;
+        // Ask for an ACK at once when the receiver would otherwise wait for more:
+        // the message's end, a repair, or the packet that fills the window.
+        pkt.ack_req = pkt.last
+            || retransmit
+            || self.inflight + u64::from(wire) + u64::from(self.full_wire) > self.cc.window();
         let slot = self.slot(index);
         if retransmit {
             debug_assert_eq!(slot.state, State::Lost);
@@ -469,6 +515,7 @@ impl Sender {
             .map(|s| now.saturating_sub(s.sent_at));
         if let Some(r) = rtt {
             self.rtt.update(r);
+            self.rtt_max = r.max(self.rtt_max - (self.rtt_max - r.min(self.rtt_max)) / 64);
         }
         if let Some(s) = acked_slot {
             let congested = ack.ecn_echo
@@ -522,9 +569,24 @@ impl Sender {
         self.trace(now, CcSignal::Cnp);
     }
 
-    /// The receiver could not hold a packet: repair the head of the window if it
-    /// has been outstanding longer than a reordering window.
+    /// A NACK arrived. For a trimmed packet (`nack.trimmed`) that packet is lost:
+    /// it is retransmitted at once. Otherwise the receiver could not hold a packet
+    /// (beyond its reorder window): repair the head of the window if it has been
+    /// outstanding longer than a reordering window.
     pub fn handle_nack(&mut self, now: Nanos, nack: &Packet) {
+        if self.is_done() {
+            return;
+        }
+        if nack.trimmed {
+            self.stats.trim_nacks += 1;
+            let trimmed = self.unwrap(nack.psn).filter(|&i| i < self.next_new);
+            if let Some(i) = trimmed {
+                if self.slot(i).state == State::InFlight {
+                    self.declare_lost(now, i, true);
+                }
+            }
+            return;
+        }
         self.cc
             .on_congestion(now, &CongestionEvent::Nack { psn: nack.psn });
         self.trace(now, CcSignal::Nack);
@@ -535,31 +597,40 @@ impl Sender {
             let reo = self.reo_wnd();
             let s = *self.slot(cum);
             if s.state == State::InFlight && now >= s.sent_at + self.rtt.min + reo {
-                self.declare_lost(now, cum);
+                self.declare_lost(now, cum, true);
             }
         }
     }
 
-    fn declare_lost(&mut self, now: Nanos, index: u64) {
+    /// Marks packet `index` lost (to be retransmitted). `report` tells the
+    /// congestion controller, once per round trip (the module docs).
+    fn declare_lost(&mut self, now: Nanos, index: u64, report: bool) {
         let s = self.slot(index);
         debug_assert_eq!(s.state, State::InFlight);
         s.state = State::Lost;
-        let wire = s.wire;
+        let (wire, sent_at) = (s.wire, s.sent_at);
         self.inflight -= u64::from(wire);
         self.lost_pending += 1;
         self.stats.losses_detected += 1;
-        self.cc.on_congestion(
-            now,
-            &CongestionEvent::Loss {
-                psn: (index & u64::from(U24_MASK)) as u32,
-                bytes: wire,
-            },
-        );
-        self.trace(now, CcSignal::Loss);
+        if report && self.loss_reported_at.is_none_or(|t| sent_at > t) {
+            self.loss_reported_at = Some(now);
+            self.stats.loss_events += 1;
+            self.cc.on_congestion(
+                now,
+                &CongestionEvent::Loss {
+                    psn: (index & u64::from(U24_MASK)) as u32,
+                    bytes: wire,
+                },
+            );
+            self.trace(now, CcSignal::Loss);
+        }
     }
 
     fn detect_losses(&mut self, now: Nanos) {
         self.rack_timer = None;
+        if self.cfg.trimming {
+            return;
+        }
         if self.rack_xmit == 0 && self.rack_rtt == 0 {
             return;
         }
@@ -576,7 +647,7 @@ impl Sender {
             }
             let deadline = s.sent_at + self.rack_rtt + reo;
             if now >= deadline {
-                self.declare_lost(now, i);
+                self.declare_lost(now, i, true);
             } else {
                 self.rack_timer = Some(self.rack_timer.map_or(deadline, |t| t.min(deadline)));
             }
@@ -606,9 +677,11 @@ impl Sender {
             self.stats.timeouts += 1;
             for i in self.base..self.next_new {
                 if self.slot(i).state == State::InFlight {
-                    self.declare_lost(now, i);
+                    self.declare_lost(now, i, false);
                 }
             }
+            self.loss_reported_at = Some(now);
+            self.stats.loss_events += 1;
             self.cc.on_congestion(now, &CongestionEvent::Timeout);
             self.trace(now, CcSignal::Timeout);
             self.rto_backoff += 1;

@@ -61,6 +61,11 @@ fn nic(host: u32, reorder_window: u32, seed: u64) -> Nic {
         cc_params: CcParams::new(),
         cnp_interval: 50_000,
         trace_cc: false,
+        int: super::IntRequest::Auto,
+        // These tests drop and reorder packets on a wire without switches: no trims,
+        // so losses are found by RACK; every packet is acknowledged.
+        ack_every_bytes: 0,
+        trimming: false,
         seed,
     })
 }

@@ -112,6 +112,7 @@ pub struct PortReport {
     pub max_queue_bytes: u64,
     pub ecn_marks: u64,
     pub pfc_pauses_sent: u64,
+    pub trims: u64,
 }
 
 /// A ring all-reduce's figures, as nccl-tests reports them.
@@ -149,6 +150,18 @@ pub struct Report {
     pub retransmits: u64,
     pub spurious_retransmits: u64,
     pub timeouts: u64,
+    /// Data packets switches cut to their headers.
+    pub trims: u64,
+    /// Losses and timeouts the congestion controllers were told of (at most one
+    /// loss per flow per round trip), to compare with `retransmits`.
+    pub loss_events: u64,
+    /// Data packets the senders sent, retransmissions included.
+    pub data_packets: u64,
+    /// ACKs (and NACKs) the receivers sent.
+    pub acks_sent: u64,
+    /// The mean over all flows of each flow's rate (bytes·8 / FCT) as a fraction of
+    /// the host link rate; an unfinished flow counts as 0.
+    pub mean_flow_rate: f64,
     pub ooo_packets: u64,
     pub duplicate_packets: u64,
     pub reorder_max_depth: u32,
@@ -411,12 +424,13 @@ pub fn build_report(sim: &RunView<'_>) -> Report {
     let goodput = delivered as f64 * 8.0 / span_s / 1e9;
     let ideal = ideal_goodput_gbps(sim, host_bps);
     let mut ports = Vec::new();
-    let mut switch_drops = 0;
+    let (mut switch_drops, mut trims) = (0, 0);
     for (i, stats) in sim.port_stats.iter().enumerate() {
         let node = sim.topo.hosts as usize + i;
         for (p, st) in stats.iter().enumerate() {
             let p = p as u16;
             switch_drops += st.drops;
+            trims += st.trims;
             ports.push(PortReport {
                 switch: sim.topo.names[node].clone(),
                 port: p,
@@ -426,21 +440,34 @@ pub fn build_report(sim: &RunView<'_>) -> Report {
                 max_queue_bytes: st.max_queue_bytes,
                 ecn_marks: st.ecn_marks,
                 pfc_pauses_sent: st.pauses_sent,
+                trims: st.trims,
             });
         }
     }
     let mut rx = crate::nic::ReceiverStats::default();
-    let (mut spurious, mut timeouts) = (0, 0);
+    let (mut spurious, mut timeouts, mut loss_events, mut data_packets) = (0, 0, 0, 0);
     for nic in sim.nics {
         let s = nic.receiver_stats();
         rx.out_of_order += s.out_of_order;
         rx.duplicates += s.duplicates;
         rx.max_held = rx.max_held.max(s.max_held);
+        rx.acks_sent += s.acks_sent + s.trim_nacks_sent;
         for snd in nic.senders() {
             spurious += snd.stats.spurious_retransmits;
             timeouts += snd.stats.timeouts;
+            loss_events += snd.stats.loss_events;
+            data_packets += snd.stats.packets_sent;
         }
     }
+    let mean_flow_rate = if flows.is_empty() {
+        0.0
+    } else {
+        flows
+            .iter()
+            .filter_map(|f| f.fct_ns.map(|t| f.bytes as f64 * 8.0 / t.max(1) as f64))
+            .fold(0.0, |a, r| a + r)
+            / (flows.len() as f64 * host_mbps / 1e3)
+    };
     // The pattern's CRC over what each flow delivered (at most its size): the
     // digest of the in-order stream a receiver on real interfaces would hash.
     let digests: Vec<(FlowId, u32, u64)> = sim
@@ -502,6 +529,11 @@ pub fn build_report(sim: &RunView<'_>) -> Report {
         retransmits,
         spurious_retransmits: spurious,
         timeouts,
+        trims,
+        loss_events,
+        data_packets,
+        acks_sent: rx.acks_sent,
+        mean_flow_rate,
         ooo_packets: rx.out_of_order,
         duplicate_packets: rx.duplicates,
         reorder_max_depth: rx.max_held,

@@ -15,16 +15,22 @@ pub mod traffic;
 use crate::cc::{CcParams, FlowContext, Registry};
 use crate::nic::sender::FlowSpec;
 use crate::nic::spray::SprayPolicy;
-use crate::nic::{Nic, NicConfig};
+use crate::nic::{IntRequest, Nic, NicConfig};
 use crate::packet::{FlowId, Kind, Nanos, Packet};
 use crate::rng::Rng;
 use crate::switch::{
-    EcnConfig, LbPolicy, PfcConfig, Routes, Switch, SwitchConfig, SwitchEvent, Verdict,
+    EcnConfig, EcnPoint, LbPolicy, PfcConfig, Routes, Switch, SwitchConfig, SwitchEvent,
+    TrimConfig, Verdict,
 };
+use crate::wire::frame::ECN_CE;
 use engine::EventQueue;
 use metrics::{Report, RunView};
 use topology::{PortRef, Topology, TopologySpec};
 use traffic::{FlowPlan, TrafficSpec};
+
+/// The receivers' default ACK coalescing: one ACK per 16 KiB, as UEC's reference
+/// simulator does (docs/results.md has the measurement behind it).
+pub const DEFAULT_ACK_EVERY_BYTES: u64 = 16_384;
 
 /// How the NICs behave.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,11 +47,17 @@ pub struct NicSpec {
     /// How far behind schedule a flow's pacer may catch up (see
     /// [`NicConfig::pacing_slack`]): 0 in sim; the emu sets its wake-up latency.
     pub pacing_slack: Nanos,
+    /// Which data packets ask the switches for INT.
+    pub int: IntRequest,
+    /// Payload bytes a receiver lets arrive before it acknowledges them
+    /// ([`NicConfig::ack_every_bytes`]).
+    pub ack_every_bytes: u64,
 }
 
 impl Default for NicSpec {
     /// Fixed entropy (ECMP), `none` congestion control, 4 KiB MTU, a window of twice
-    /// the bandwidth-delay product, 100 µs minimum RTO, 1024-packet reorder window.
+    /// the bandwidth-delay product, 100 µs minimum RTO, 1024-packet reorder window,
+    /// INT when the congestion control reads it, an ACK every 16 KiB.
     fn default() -> Self {
         NicSpec {
             spray: SprayPolicy::Fixed,
@@ -57,6 +69,8 @@ impl Default for NicSpec {
             rto_min: 100_000,
             reorder_window: 1024,
             pacing_slack: 0,
+            int: IntRequest::Auto,
+            ack_every_bytes: DEFAULT_ACK_EVERY_BYTES,
         }
     }
 }
@@ -101,8 +115,14 @@ pub struct SimConfig {
     pub buffer_bytes: u64,
     pub lb: LbPolicy,
     pub ecn: Option<EcnConfig>,
+    /// Where switches decide ECN marks.
+    pub ecn_at: EcnPoint,
     /// `Some` makes every switch lossless.
     pub pfc: Option<PfcConfig>,
+    /// Switches trim data that does not fit instead of dropping it (lossy only).
+    pub trim: Option<TrimConfig>,
+    /// Control packets travel in a strict-priority queue at every switch port.
+    pub control_priority: bool,
     pub int: bool,
     pub nic: NicSpec,
     pub traffic: TrafficSpec,
@@ -118,9 +138,9 @@ pub struct SimConfig {
 impl SimConfig {
     /// `traffic` on a leaf-spine of `leaves` × `spines` with `hosts_per_leaf`
     /// hosts, every link at `rate_mbps` with `link_delay`; everything else plain:
-    /// seed 1, 1 MiB buffers, ECMP, no ECN, no PFC, no INT, default NICs, no
-    /// faults, no time limit, queues sampled every microsecond. Change fields with
-    /// struct update syntax.
+    /// seed 1, 1 MiB buffers, ECMP, no ECN, no PFC, trimming, control priority, no
+    /// INT, default NICs, no faults, no time limit, queues sampled every
+    /// microsecond. Change fields with struct update syntax.
     pub fn leaf_spine(
         (leaves, spines, hosts_per_leaf): (u32, u32, u32),
         rate_mbps: u32,
@@ -142,7 +162,10 @@ impl SimConfig {
             buffer_bytes: 1 << 20,
             lb: LbPolicy::Ecmp,
             ecn: None,
+            ecn_at: EcnPoint::Enqueue,
             pfc: None,
+            trim: Some(TrimConfig::WHEN_FULL),
+            control_priority: true,
             int: false,
             nic: NicSpec::default(),
             traffic,
@@ -151,6 +174,13 @@ impl SimConfig {
             queue_sample_interval: 1_000,
             trace_cc: false,
         }
+    }
+}
+
+impl SimConfig {
+    /// Whether the switches trim (trimming applies to lossy switches only).
+    pub fn trims(&self) -> bool {
+        self.trim.is_some() && self.pfc.is_none()
     }
 }
 
@@ -272,6 +302,9 @@ impl Fabric {
                     cc_params: cfg.nic.cc_params.clone(),
                     cnp_interval: 50_000,
                     trace_cc: cfg.trace_cc,
+                    int: cfg.nic.int,
+                    ack_every_bytes: cfg.nic.ack_every_bytes,
+                    trimming: cfg.trims(),
                     seed: Rng::fork(cfg.seed, 1 << 32 | u64::from(h)).next_u64(),
                 })
             })
@@ -289,7 +322,10 @@ impl Fabric {
                         buffer_bytes: cfg.buffer_bytes,
                         lb: cfg.lb,
                         ecn: cfg.ecn,
+                        ecn_at: cfg.ecn_at,
                         pfc: cfg.pfc,
+                        trim: cfg.trim,
+                        control_priority: cfg.control_priority,
                         int: cfg.int,
                         seed: Rng::fork(cfg.seed, 2 << 32 | n as u64).next_u64(),
                     },
@@ -617,8 +653,11 @@ impl Simulator {
         }
         let s = (node - self.topo.hosts) as usize;
         if let Some(d) = self.switches[s].poll_dequeue(now, port) {
+            let p = &mut self.pool[d.handle as usize];
+            if d.mark_ce {
+                p.ecn = ECN_CE;
+            }
             if let Some(hop) = d.int_hop {
-                let p = &mut self.pool[d.handle as usize];
                 if p.kind == Kind::Data && p.int_enabled {
                     p.int.push(hop);
                 }

@@ -24,6 +24,9 @@ pub(crate) fn leaf_spine(
         lb,
         ecn: None,
         pfc: None,
+        ecn_at: crate::switch::EcnPoint::Enqueue,
+        trim: Some(crate::switch::TrimConfig::WHEN_FULL),
+        control_priority: true,
         int: true,
         nic: NicSpec {
             spray,
@@ -136,12 +139,18 @@ fn int_reaches_the_sender_through_acks() {
         },
         400_000,
     );
-    let on = run(cfg.clone());
     let mut cfg = cfg;
-    cfg.int = false;
-    let off = run(cfg);
+    cfg.nic.int = crate::nic::IntRequest::On;
+    let on = run(cfg.clone());
+    cfg.nic.int = crate::nic::IntRequest::Off;
+    let off = run(cfg.clone());
+    // Switches with INT on stamp only packets that ask: `none` does not read INT, so
+    // with the default `auto` its packets carry none.
+    cfg.nic.int = crate::nic::IntRequest::Auto;
+    let auto = run(cfg);
     let tx = |r: &Report| r.ports.iter().map(|p| p.tx_bytes).sum::<u64>();
     assert!(tx(&on) > tx(&off));
+    assert_eq!(tx(&auto), tx(&off));
     assert_exact(&off);
 }
 
@@ -196,9 +205,16 @@ fn incast_lossless_pauses_instead_of_dropping() {
     assert_eq!(r.drops, 0);
     assert!(r.pfc_pauses > 0);
     cfg.pfc = None;
+    // Lossy switches trim what does not fit: nothing is dropped, and trimmed
+    // packets are NACKed and retransmitted.
+    let trimmed = run(cfg.clone());
+    assert_exact(&trimmed);
+    assert_eq!(trimmed.drops, 0);
+    assert!(trimmed.trims > 0 && trimmed.retransmits >= trimmed.trims);
+    cfg.trim = None;
     let lossy = run(cfg);
     assert_exact(&lossy);
-    assert!(lossy.drops > 0 && lossy.retransmits > 0);
+    assert!(lossy.drops > 0 && lossy.retransmits > 0 && lossy.trims == 0);
 }
 
 static TELEMETRY_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -237,6 +253,7 @@ fn plugins_receive_every_hops_telemetry() {
         100_000,
     );
     cfg.nic.cc = "probe".into();
+    cfg.nic.ack_every_bytes = 0;
     let r = Simulator::new(cfg, registry).unwrap().run();
     assert_exact(&r);
     // Every data packet's ACK echoed its INT stack: leaf, spine, leaf.

@@ -1,6 +1,13 @@
 //! A fablab switch as a sans-IO state machine: ports with bounded egress queues,
-//! ECN marking, tail drop or PFC, INT stamping, and per-packet path selection among
-//! equal-cost next hops.
+//! ECN marking, tail drop, trimming or PFC, INT stamping, and per-packet path
+//! selection among equal-cost next hops.
+//!
+//! Each port has two queues served in strict priority: a control queue for ACKs,
+//! NACKs, CNPs and trimmed headers (so feedback never waits behind data), and the
+//! data queue, to which ECN, PFC, trimming and the INT queue depth apply. With
+//! trimming, a data packet that would overflow the data queue (or cross
+//! `trim.threshold_bytes`) is cut to its headers ([`Packet::trim`]) and sent on in
+//! the control queue, as UEC switches do; the receiving NIC asks for it again at once.
 //!
 //! The switch never sees packet bytes or clocks. The driver hands it a [`Packet`]
 //! view and an opaque handle `H` for the packet's storage ([`Switch::handle_packet`]),
@@ -31,6 +38,32 @@ pub struct EcnConfig {
     pub pmax: f64,
 }
 
+/// Where a switch decides to mark ECN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EcnPoint {
+    /// When the packet joins the queue, from the depth it finds (DCQCN's switches).
+    #[default]
+    Enqueue,
+    /// When the packet leaves, from the depth it leaves behind (what UEC's reference
+    /// simulator does): the mark reaches the receiver a queueing delay sooner.
+    Dequeue,
+}
+
+/// Packet trimming (lossy switches only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrimConfig {
+    /// Trim a data packet that would take the data queue above this many bytes (at
+    /// most the buffer; the buffer's size trims only what would not fit).
+    pub threshold_bytes: u64,
+}
+
+impl TrimConfig {
+    /// Trim only what does not fit the queue.
+    pub const WHEN_FULL: TrimConfig = TrimConfig {
+        threshold_bytes: u64::MAX,
+    };
+}
+
 /// Priority flow control per ingress port: pause the upstream sender when the bytes
 /// that came in on a port and still sit in this switch exceed `xoff`, resume below
 /// `xon`.
@@ -50,9 +83,16 @@ pub struct SwitchConfig {
     pub buffer_bytes: u64,
     pub lb: LbPolicy,
     pub ecn: Option<EcnConfig>,
+    /// Where ECN marks are decided.
+    pub ecn_at: EcnPoint,
     /// `Some` makes the switch lossless.
     pub pfc: Option<PfcConfig>,
-    /// Stamp INT into data packets.
+    /// Trim instead of dropping data that does not fit (ignored when lossless).
+    pub trim: Option<TrimConfig>,
+    /// Serve control packets (ACK, NACK, CNP, trimmed headers) from their own queue,
+    /// ahead of data. Off, they wait in the data queue like any packet.
+    pub control_priority: bool,
+    /// Stamp this hop's INT metadata into data packets whose sender asked for INT.
     pub int: bool,
     /// Seeds this switch's ECMP hash and its random choices.
     pub seed: u64,
@@ -91,7 +131,7 @@ impl Routes {
 pub enum DropReason {
     /// No route to the destination, or every candidate port is down.
     NoRoute,
-    /// The egress queue was full (lossy mode).
+    /// The egress queue was full (lossy mode), or the control queue was.
     TailDrop,
     /// Lossless mode, but PFC headroom was exceeded too.
     PfcOverflow,
@@ -116,6 +156,8 @@ pub struct Dequeued<H> {
     /// This hop's INT metadata, when the switch stamps INT; the driver pushes it
     /// into packets that carry INT.
     pub int_hop: Option<IntHop>,
+    /// ECN marking at dequeue chose this packet: the driver sets CE on it.
+    pub mark_ce: bool,
 }
 
 /// Something the switch asks its neighbours to do.
@@ -136,11 +178,15 @@ pub struct PortStats {
     pub ecn_marks: u64,
     pub max_queue_bytes: u64,
     pub pauses_sent: u64,
+    /// Data packets cut to their headers for lack of room.
+    pub trims: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Port<H> {
     queue: EgressQueue<H>,
+    /// ACKs, NACKs, CNPs and trimmed headers, served first (with `control_priority`).
+    control: EgressQueue<H>,
     rate_mbps: u32,
     up: bool,
     /// The peer sent PFC pause.
@@ -151,6 +197,11 @@ struct Port<H> {
     pause_sent: bool,
     stats: PortStats,
 }
+
+/// The control queue holds this many times the data queue's bytes (as UEC's
+/// reference simulator sizes its high-priority queue); beyond it, control packets are
+/// dropped.
+pub const CONTROL_QUEUE_FACTOR: u64 = 2;
 
 /// One switch.
 #[derive(Debug, Clone)]
@@ -170,6 +221,7 @@ impl<H: Copy> Switch<H> {
             .iter()
             .map(|&rate_mbps| Port {
                 queue: EgressQueue::new(cfg.buffer_bytes),
+                control: EgressQueue::new(CONTROL_QUEUE_FACTOR * cfg.buffer_bytes),
                 rate_mbps,
                 up: true,
                 paused: false,
@@ -205,7 +257,8 @@ impl<H: Copy> Switch<H> {
         self.ports[usize::from(port)].stats
     }
 
-    /// A packet arrived on `in_port`: pick its egress port, mark ECN, queue or drop.
+    /// A packet arrived on `in_port`: pick its egress port, mark ECN, queue, trim or
+    /// drop.
     pub fn handle_packet(
         &mut self,
         now: Nanos,
@@ -213,40 +266,55 @@ impl<H: Copy> Switch<H> {
         pkt: &mut Packet,
         handle: H,
     ) -> Verdict {
-        let bytes = pkt.wire_len();
         let Some(port) = self.choose_port(now, pkt) else {
             return Verdict::Dropped(DropReason::NoRoute);
         };
-        if self.cfg.int && pkt.kind == Kind::Data {
-            // The first INT-capable hop is the INT source; later hops keep it on.
-            pkt.int_enabled = true;
-        }
-        let p = &mut self.ports[usize::from(port)];
-        if let (Some(ecn), true) = (self.cfg.ecn, pkt.ecn != 0 && pkt.kind == Kind::Data) {
-            let q = p.queue.bytes();
-            let mark = if q <= ecn.kmin_bytes {
-                false
-            } else if q >= ecn.kmax_bytes {
-                true
-            } else {
-                let f = (q - ecn.kmin_bytes) as f64 / (ecn.kmax_bytes - ecn.kmin_bytes) as f64;
-                self.rng.chance(f * ecn.pmax)
-            };
-            if mark && pkt.ecn != ECN_CE {
-                pkt.ecn = ECN_CE;
-                p.stats.ecn_marks += 1;
-            }
-        }
-        let entry = Entry {
+        let mut entry = Entry {
             handle,
-            bytes,
+            bytes: pkt.wire_len(),
             in_port,
             enqueued_at: now,
+            ect: false,
         };
+        if pkt.is_control() && self.cfg.control_priority {
+            return self.push_control(port, entry);
+        }
+        let ecn_capable = pkt.kind == Kind::Data && !pkt.trimmed && pkt.ecn != 0;
+        let p = &mut self.ports[usize::from(port)];
+        if let (Some(ecn), true) = (self.cfg.ecn, ecn_capable) {
+            match self.cfg.ecn_at {
+                EcnPoint::Enqueue => {
+                    if mark(&ecn, p.queue.bytes(), &mut self.rng) && !pkt.is_ce() {
+                        pkt.ecn = ECN_CE;
+                        p.stats.ecn_marks += 1;
+                    }
+                }
+                EcnPoint::Dequeue => entry.ect = !pkt.is_ce(),
+            }
+        }
         let pushed = if self.cfg.pfc.is_some() {
             p.queue
                 .push_over(entry)
                 .map_err(|_| DropReason::PfcOverflow)
+        } else if let (Some(trim), true) = (self.cfg.trim, pkt.kind == Kind::Data) {
+            let limit = trim.threshold_bytes.min(p.queue.cap_bytes());
+            if !pkt.trimmed
+                && p.queue.bytes() + u64::from(entry.bytes) <= limit
+                && p.queue.push(entry).is_ok()
+            {
+                Ok(())
+            } else {
+                if !pkt.trimmed {
+                    pkt.trim();
+                    p.stats.trims += 1;
+                }
+                entry.bytes = pkt.wire_len();
+                entry.ect = false;
+                if self.cfg.control_priority {
+                    return self.push_control(port, entry);
+                }
+                p.queue.push(entry).map_err(|_| DropReason::TailDrop)
+            }
         } else {
             p.queue.push(entry).map_err(|_| DropReason::TailDrop)
         };
@@ -257,7 +325,7 @@ impl<H: Copy> Switch<H> {
         p.stats.max_queue_bytes = p.stats.max_queue_bytes.max(p.queue.bytes());
         if let Some(pfc) = self.cfg.pfc {
             let ing = &mut self.ports[usize::from(in_port)];
-            ing.ingress_bytes += u64::from(bytes);
+            ing.ingress_bytes += u64::from(entry.bytes);
             if ing.ingress_bytes > pfc.xoff_bytes && !ing.pause_sent {
                 ing.pause_sent = true;
                 ing.stats.pauses_sent += 1;
@@ -267,21 +335,55 @@ impl<H: Copy> Switch<H> {
         Verdict::Enqueued { port }
     }
 
-    /// Port `port` is free to start a transmission: the next packet, unless the
-    /// queue is empty, the port is paused or down.
+    /// Queues a control packet in `port`'s control queue (outside PFC accounting).
+    fn push_control(&mut self, port: u16, entry: Entry<H>) -> Verdict {
+        let p = &mut self.ports[usize::from(port)];
+        match p.control.push(entry) {
+            Ok(()) => Verdict::Enqueued { port },
+            Err(_) => {
+                p.stats.drops += 1;
+                Verdict::Dropped(DropReason::TailDrop)
+            }
+        }
+    }
+
+    /// Port `port` is free to start a transmission: the next packet, control before
+    /// data, unless both queues are empty or the port is down. A PFC pause stops the
+    /// data queue only, as per-priority PFC pauses only the data class.
     pub fn poll_dequeue(&mut self, now: Nanos, port: u16) -> Option<Dequeued<H>> {
         let p = &mut self.ports[usize::from(port)];
-        if p.paused || !p.up {
+        if !p.up {
+            return None;
+        }
+        if let Some(e) = p.control.pop() {
+            p.stats.tx_bytes += u64::from(e.bytes);
+            p.stats.tx_packets += 1;
+            return Some(Dequeued {
+                handle: e.handle,
+                bytes: e.bytes,
+                int_hop: None,
+                mark_ce: false,
+            });
+        }
+        if p.paused {
             return None;
         }
         let e = p.queue.pop()?;
         p.stats.tx_bytes += u64::from(e.bytes);
         p.stats.tx_packets += 1;
+        let left = p.queue.bytes();
+        let mark_ce = match self.cfg.ecn {
+            Some(ecn) if e.ect => mark(&ecn, left, &mut self.rng),
+            _ => false,
+        };
+        if mark_ce {
+            p.stats.ecn_marks += 1;
+        }
         let int_hop = self.cfg.int.then(|| IntHop {
             node: self.cfg.id,
             in_port: e.in_port,
             out_port: port,
-            qlen: p.queue.bytes().min(u64::from(u32::MAX)) as u32,
+            qlen: left.min(u64::from(u32::MAX)) as u32,
             ts: now,
             tx_bytes: p.stats.tx_bytes,
             rate_mbps: p.rate_mbps,
@@ -292,6 +394,7 @@ impl<H: Copy> Switch<H> {
             handle: e.handle,
             bytes: e.bytes,
             int_hop,
+            mark_ce,
         })
     }
 
@@ -323,9 +426,11 @@ impl<H: Copy> Switch<H> {
         p.up = up;
         if !up {
             p.paused = false;
-            let drained: Vec<Entry<H>> = p.queue.drain().collect();
-            p.stats.drops += drained.len() as u64;
-            for e in drained {
+            let control: Vec<Entry<H>> = p.control.drain().collect();
+            let data: Vec<Entry<H>> = p.queue.drain().collect();
+            p.stats.drops += (control.len() + data.len()) as u64;
+            lost.extend(control.iter().map(|e| e.handle));
+            for e in data {
                 lost.push(e.handle);
                 self.release_ingress(e.in_port, e.bytes);
             }
@@ -335,6 +440,11 @@ impl<H: Copy> Switch<H> {
     /// Changes a port's egress rate (a degraded link).
     pub fn set_port_rate(&mut self, port: u16, rate_mbps: u32) {
         self.ports[usize::from(port)].rate_mbps = rate_mbps;
+    }
+
+    /// Bytes waiting in `port`'s control queue.
+    pub fn control_queue_bytes(&self, port: u16) -> u64 {
+        self.ports[usize::from(port)].control.bytes()
     }
 
     fn choose_port(&mut self, now: Nanos, pkt: &Packet) -> Option<u16> {
@@ -365,6 +475,18 @@ impl<H: Copy> Switch<H> {
             self.cfg.seed,
             &mut self.rng,
         ))
+    }
+}
+
+/// RED-style marking decision for a data queue holding `q` bytes.
+fn mark(ecn: &EcnConfig, q: u64, rng: &mut Rng) -> bool {
+    if q <= ecn.kmin_bytes {
+        false
+    } else if q >= ecn.kmax_bytes {
+        true
+    } else {
+        let f = (q - ecn.kmin_bytes) as f64 / (ecn.kmax_bytes - ecn.kmin_bytes) as f64;
+        rng.chance(f * ecn.pmax)
     }
 }
 

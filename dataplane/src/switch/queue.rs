@@ -10,6 +10,8 @@ pub struct Entry<H> {
     pub bytes: u32,
     pub in_port: u16,
     pub enqueued_at: u64,
+    /// ECN-capable and not yet marked: a candidate for marking at dequeue.
+    pub ect: bool,
 }
 
 /// A bounded FIFO.
@@ -97,6 +99,7 @@ mod tests {
             bytes,
             in_port: 0,
             enqueued_at: 0,
+            ect: false,
         }
     }
 

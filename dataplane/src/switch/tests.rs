@@ -12,7 +12,10 @@ fn switch(lb: LbPolicy, ecn: Option<EcnConfig>, pfc: Option<PfcConfig>) -> Switc
             buffer_bytes: 10_000,
             lb,
             ecn,
+            ecn_at: EcnPoint::Enqueue,
             pfc,
+            trim: None,
+            control_priority: true,
             int: true,
             seed: 42,
         },
@@ -159,7 +162,7 @@ fn int_hop_reports_queue_left_behind_and_tx_bytes() {
     let mut p = data(2, 0, 1, 1000);
     let _ = s.handle_packet(100, 2, &mut p, 1);
     let _ = s.handle_packet(100, 2, &mut data(2, 0, 1, 1000), 2);
-    assert!(p.int_enabled, "the first switch turns INT on");
+    assert!(!p.int_enabled, "only the sender asks for INT");
     let d = s.poll_dequeue(250, 0).unwrap();
     let hop = d.int_hop.unwrap();
     assert_eq!(hop.node, 9);

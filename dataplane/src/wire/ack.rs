@@ -8,7 +8,7 @@
 //!  0                   1                   2                   3
 //!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//! |  Ver  |E|T|D|0|  SACK words   |          Reserved (0)         |
+//! |  Ver  |E|T|D|X|  SACK words   |          Reserved (0)         |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! |  Reserved (0) |             Acked PSN                         |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
@@ -24,6 +24,8 @@
 //!   the acked packet carried).
 //! - `D`: the acked packet was a duplicate (a D-SACK, RFC 2883): the sender learns
 //!   that a retransmission was spurious and widens its reordering window.
+//! - `X`: (NAK only) the acked packet arrived trimmed (a switch cut it to its
+//!   headers for lack of room): the sender may retransmit it at once.
 //! - Acked PSN: the data packet this ACK answers (its RTT sample, INT and ECN).
 //! - Cumulative PSN: the next PSN the receiver expects; all before it arrived.
 //! - SACK bitmap: bit k (MSB first across the bitmap) set means PSN
@@ -44,6 +46,7 @@ pub const MAX_SACK_PSNS: usize = MAX_SACK_WORDS * 32;
 const FLAG_ECN_ECHO: u8 = 0x08;
 const FLAG_INT: u8 = 0x04;
 const FLAG_DSACK: u8 = 0x02;
+const FLAG_TRIMMED: u8 = 0x01;
 
 /// A bounded selective-acknowledgement bitmap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,6 +101,8 @@ pub struct AckExtRepr {
     pub ecn_echo: bool,
     /// The acked packet had already arrived (D-SACK).
     pub duplicate: bool,
+    /// The acked packet arrived trimmed (`X`).
+    pub trimmed: bool,
     /// 24-bit PSN of the data packet this ACK answers.
     pub acked_psn: u32,
     /// 24-bit next PSN expected in order.
@@ -125,12 +130,12 @@ impl AckExtRepr {
             ));
         }
         let flags = buf[0] & 0x0f;
-        if flags & !(FLAG_ECN_ECHO | FLAG_INT | FLAG_DSACK) != 0 {
+        if flags & !(FLAG_ECN_ECHO | FLAG_INT | FLAG_DSACK | FLAG_TRIMMED) != 0 {
             return Err(WireError::bad(
                 Header::AckExt,
                 "flags",
                 flags.into(),
-                "only E (0x8), T (0x4) and D (0x2)",
+                "only E (0x8), T (0x4), D (0x2) and X (0x1)",
             ));
         }
         let words = usize::from(buf[1]);
@@ -172,6 +177,7 @@ impl AckExtRepr {
         Ok(AckExtRepr {
             ecn_echo: flags & FLAG_ECN_ECHO != 0,
             duplicate: flags & FLAG_DSACK != 0,
+            trimmed: flags & FLAG_TRIMMED != 0,
             acked_psn: read_u24(&buf[5..8]),
             cumulative_psn: read_u24(&buf[9..12]),
             sack,
@@ -192,6 +198,9 @@ impl AckExtRepr {
         }
         if self.duplicate {
             flags |= FLAG_DSACK;
+        }
+        if self.trimmed {
+            flags |= FLAG_TRIMMED;
         }
         buf[0] = (VERSION << 4) | flags;
         buf[1] = self.sack.words() as u8;
@@ -238,6 +247,7 @@ pub(crate) mod tests {
         let r = AckExtRepr {
             ecn_echo: false,
             duplicate: true,
+            trimmed: false,
             acked_psn: 0xabcdef,
             cumulative_psn: 0x000001,
             sack,
@@ -273,14 +283,14 @@ pub(crate) mod tests {
 
     pub(crate) fn arb_ack_ext() -> impl Strategy<Value = AckExtRepr> {
         (
-            any::<(bool, bool)>(),
+            any::<(bool, bool, bool)>(),
             0u32..=U24_MASK,
             0u32..=U24_MASK,
             proptest::collection::vec(0usize..MAX_SACK_PSNS, 0..20),
             proptest::option::of(arb_stack()),
         )
             .prop_map(
-                |((ecn_echo, duplicate), acked_psn, cumulative_psn, bits, int)| {
+                |((ecn_echo, duplicate, trimmed), acked_psn, cumulative_psn, bits, int)| {
                     let mut sack = SackBitmap::default();
                     for b in bits {
                         sack.set(b);
@@ -288,6 +298,7 @@ pub(crate) mod tests {
                     AckExtRepr {
                         ecn_echo,
                         duplicate,
+                        trimmed,
                         acked_psn,
                         cumulative_psn,
                         sack,

@@ -608,6 +608,7 @@ pub(crate) mod tests {
                 ext: Some(AckExtRepr {
                     ecn_echo: true,
                     duplicate: false,
+                    trimmed: false,
                     acked_psn: 12,
                     cumulative_psn: 10,
                     sack,

@@ -47,7 +47,7 @@ use fablab_dataplane::sim::topology::PortRef;
 use fablab_dataplane::sim::{Fabric, SimConfig};
 use fablab_dataplane::switch::{PortStats, SwitchEvent, Verdict};
 use fablab_dataplane::wire::addr::{host_of_ip, port_mac};
-use fablab_dataplane::wire::frame::OVERHEAD;
+use fablab_dataplane::wire::frame::{ECN_CE, OVERHEAD};
 use fablab_dataplane::wire::{Problem, U24_MASK};
 
 use crate::io::PacketIo;
@@ -1299,6 +1299,9 @@ impl Emu<'_> {
                 payload_at,
                 payload_len,
             }) => {
+                if d.mark_ce {
+                    pkt.ecn = ECN_CE;
+                }
                 if let Some(hop) = d.int_hop {
                     if pkt.kind == Kind::Data && pkt.int_enabled {
                         pkt.int.push(hop);
@@ -1328,8 +1331,19 @@ impl Emu<'_> {
                 self.free(b);
                 emitted
             }
+            Some(Stored::Plain { pkt }) if pkt.trimmed => {
+                // A plain IPv4 frame has no transport that could ask for it again:
+                // what would have been trimmed is dropped.
+                Drops::count(
+                    &mut self.drops.switch,
+                    "plain IPv4 frame did not fit its queue",
+                );
+                self.free(b);
+                return None;
+            }
             Some(Stored::Plain { pkt }) => {
-                link::forward_plain(self.pool.frame_mut(b), src, dst, pkt.is_ce()).then_some(b)
+                link::forward_plain(self.pool.frame_mut(b), src, dst, pkt.is_ce() || d.mark_ce)
+                    .then_some(b)
             }
             None => None,
         };

@@ -238,6 +238,8 @@ impl XdpFabric {
                             ecn_marks: q.ecn_marks,
                             max_queue_bytes: q.max_bytes,
                             pauses_sent: 0,
+                            // fl_switch drops what does not fit; it does not trim yet.
+                            trims: 0,
                         })
                     })
                     .collect()
