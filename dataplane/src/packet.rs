@@ -161,6 +161,16 @@ impl Packet {
         self.int.clear();
     }
 
+    /// Wire bytes of the largest data packet with `mtu` bytes of payload: a full
+    /// segment carrying a full INT stack. A queue smaller than this cannot hold every
+    /// packet of the fabric.
+    pub fn largest_data_wire_len(mtu: u32) -> u32 {
+        let mut p = Packet::data(0, 0, 0, 0, mtu);
+        p.int_enabled = true;
+        while p.int.push(IntHop::default()) {}
+        p.wire_len()
+    }
+
     /// Whether the packet travels in a switch's control class (ACK, NACK, CNP and
     /// trimmed headers), ahead of data.
     pub fn is_control(&self) -> bool {
@@ -216,6 +226,11 @@ mod tests {
         assert_eq!(Packet::data(0, 1, 7, 3, 1).wire_len(), 62);
         // An empty segment is padded to Ethernet's 60-byte minimum.
         assert_eq!(Packet::data(0, 1, 7, 3, 0).wire_len(), 60);
+        // Headers, 1000 bytes, and an INT block of 8 hops (16 + 8 × 32 bytes).
+        assert_eq!(
+            Packet::largest_data_wire_len(1000),
+            (OVERHEAD + 1000 + 16 + 8 * 32) as u32
+        );
     }
 
     #[test]

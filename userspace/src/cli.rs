@@ -430,6 +430,15 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 eprintln!("interrupted: the testbed was removed; results cover the run so far");
                 return Ok(ExitCode::from(130));
             }
+            let outcome = run::Outcome::of(&s, &result.report);
+            if outcome.failed() {
+                eprintln!(
+                    "error: {}: {}",
+                    scenario.display(),
+                    outcome.describe(&result.report)
+                );
+                return Ok(ExitCode::from(run::EXIT_RUN_FAILED));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare {

@@ -272,6 +272,7 @@ pub fn results_json(s: &Scenario, scenario_path: &Path, mode: &str, run: &SimRun
                 "ecn_marks": p.ecn_marks,
                 "pfc_pauses_sent": p.pfc_pauses_sent,
                 "trims": p.trims,
+                "no_route_drops": p.no_route_drops,
             })
         })
         .collect();
@@ -310,6 +311,7 @@ pub fn results_json(s: &Scenario, scenario_path: &Path, mode: &str, run: &SimRun
             "expected_digest": r.expected_digest,
             "flows_total": r.flows_total,
             "flows_finished": r.flows_finished,
+            "outcome": Outcome::of(s, r).name(),
             "sim_time_us": r.sim_time_ns as f64 / 1e3,
             "base_rtt_us": r.base_rtt_ns as f64 / 1e3,
             "events": r.events,
@@ -374,6 +376,75 @@ pub fn emu_json(e: &crate::emu::EmuRun) -> Value {
     })
 }
 
+/// What a run amounts to: the summary's verdict, `summary.outcome` in results.json
+/// and `fablab run`'s exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every flow finished and every byte arrived once, in order.
+    Complete,
+    /// The scenario's `duration_us` ended the run with flows still running; what
+    /// arrived is an exact in-order prefix of each flow.
+    StoppedAtDuration,
+    /// Flows did not finish although the run had no time limit: they were stuck
+    /// (the simulator stops after 1 s of virtual time without progress).
+    Unfinished,
+    /// A receiver's stream differs from what was sent.
+    Mismatch,
+}
+
+impl Outcome {
+    pub fn of(s: &Scenario, r: &Report) -> Outcome {
+        if r.delivered_digest != r.expected_digest || r.order_violations > 0 {
+            Outcome::Mismatch
+        } else if r.flows_finished == r.flows_total {
+            Outcome::Complete
+        } else if s.sim.duration_us.is_some() {
+            Outcome::StoppedAtDuration
+        } else {
+            Outcome::Unfinished
+        }
+    }
+
+    /// Whether the run failed: `fablab run` exits with [`EXIT_RUN_FAILED`].
+    pub fn failed(self) -> bool {
+        matches!(self, Outcome::Unfinished | Outcome::Mismatch)
+    }
+
+    /// The name in results.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::StoppedAtDuration => "stopped-at-duration",
+            Outcome::Unfinished => "unfinished",
+            Outcome::Mismatch => "mismatch",
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(self, r: &Report) -> String {
+        let open = r.flows_total - r.flows_finished;
+        match self {
+            Outcome::Complete => "every byte once, in order".into(),
+            Outcome::StoppedAtDuration => format!(
+                "an exact in-order prefix of every flow; {open} of {} flows still running \
+                 when duration_us ended the run",
+                r.flows_total
+            ),
+            Outcome::Unfinished => format!(
+                "FAILED: {open} of {} flows did not finish; what arrived is an exact in-order \
+                 prefix",
+                r.flows_total
+            ),
+            Outcome::Mismatch => "FAILED: MISMATCH with what was sent".into(),
+        }
+    }
+}
+
+/// `fablab run`'s exit status for a run that did not deliver what it should have
+/// ([`Outcome::failed`]); 1 is an error before or during the run, 130 an interrupted
+/// one.
+pub const EXIT_RUN_FAILED: u8 = 3;
+
 /// The human summary of a run.
 pub fn summary(s: &Scenario, run: &SimRun) -> String {
     let r = &run.report;
@@ -426,17 +497,12 @@ pub fn summary(s: &Scenario, run: &SimRun) -> String {
         "  reordering  {} packets out of order, deepest reorder buffer {} packets",
         r.ooo_packets, r.reorder_max_depth
     );
-    let exact = if r.delivered_digest == r.expected_digest {
-        "every byte once, in order"
-    } else if r.flows_finished < r.flows_total {
-        "incomplete: some flows did not finish"
-    } else {
-        "MISMATCH with what was sent"
-    };
     let _ = writeln!(
         o,
-        "  delivered   {} bytes, digest {} ({exact})",
-        r.delivered_bytes, r.delivered_digest
+        "  delivered   {} bytes, digest {} ({})",
+        r.delivered_bytes,
+        r.delivered_digest,
+        Outcome::of(s, r).describe(r)
     );
     if let Some(a) = &r.allreduce {
         let _ = writeln!(

@@ -668,9 +668,6 @@ impl Scenario {
         if let Some(r) = t.fabric_link_gbps {
             positive_rate("fabric_link_gbps", r)?;
         }
-        if t.buffer_bytes == 0 {
-            return Err(("topology", "buffer_bytes", "must be positive".into()));
-        }
         let s = &self.switch;
         if s.ecn_kmin_bytes > s.ecn_kmax_bytes {
             return Err((
@@ -714,6 +711,20 @@ impl Scenario {
                 "nic",
                 "mtu_bytes",
                 format!("{} is not in 64..=9000", n.mtu_bytes),
+            ));
+        }
+        let largest = u64::from(fablab_dataplane::packet::Packet::largest_data_wire_len(
+            n.mtu_bytes,
+        ));
+        if t.buffer_bytes < largest {
+            return Err((
+                "topology",
+                "buffer_bytes",
+                format!(
+                    "{} cannot hold one full-size packet ({largest} B: mtu_bytes = {} with \
+                     headers and the largest INT block): no data packet could ever be queued",
+                    t.buffer_bytes, n.mtu_bytes
+                ),
             ));
         }
         let max_entropies = fablab_dataplane::nic::spray::MAX_ENTROPIES;

@@ -55,9 +55,13 @@ fn quickstart_writes_results_with_the_documented_schema() {
         "events",
         "wall_s",
         "events_per_s",
+        "trims",
+        "loss_events",
+        "mean_flow_rate",
     ] {
         assert!(!s[key].is_null(), "summary.{key} missing");
     }
+    assert_eq!(s["outcome"], "complete");
     for key in ["fct_us", "fct_slowdown", "queue_bytes"] {
         for p in ["p50", "p99", "max"] {
             assert!(s[key][p].is_number(), "summary.{key}.{p} missing");
@@ -128,6 +132,55 @@ fn bad_scenarios_fail_with_file_line_and_key() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown congestion control"));
+    // A queue that cannot hold one packet can never forward data.
+    let o = fablab(&[
+        "run",
+        "scenarios/incast-lossy.toml",
+        "--set",
+        "topology.buffer_bytes=1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("topology.buffer_bytes=1") && err.contains("cannot hold one full-size packet"),
+        "{err}"
+    );
+}
+
+/// Flows that cannot reach their receivers (the only link between the two sides is
+/// down for the whole run) never finish: the summary, results.json and the exit
+/// status say the run failed, and nothing claims every byte arrived.
+#[test]
+fn a_run_whose_flows_never_finish_says_so_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("cut.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"cut\"\n\
+         [topology]\nkind = \"dumbbell\"\nhosts = 2\n\
+         [traffic]\npattern = \"permutation\"\nstride = 2\nflow_bytes = 100000\n\
+         [[faults]]\nat_us = 0\nlink = [\"sw0\", \"sw1\"]\nkind = \"link-down\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = fablab(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{stdout}");
+    assert!(!stdout.contains("every byte once"), "{stdout}");
+    assert!(stdout.contains("4 of 4 flows did not finish"), "{stdout}");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["summary"]["outcome"], "unfinished");
+    assert_eq!(r["summary"]["flows_finished"], 0);
+    assert!(
+        r["summary"]["drops"].as_u64().unwrap() > 0,
+        "the dropped packets are counted"
+    );
 }
 
 #[test]

@@ -105,10 +105,9 @@ pub struct ReceiverStats {
     pub duplicates: u64,
     pub beyond_window: u64,
     pub max_held: u32,
+    /// ACKs and NACKs sent (one ACK may cover several packets).
     pub acks_sent: u64,
     pub cnps_sent: u64,
-    /// NACKs sent for trimmed packets.
-    pub trim_nacks_sent: u64,
     pub control_dropped: u64,
 }
 
@@ -312,7 +311,7 @@ impl Nic {
             reply.trimmed = true;
             reply.cum_psn = (r.buf.expected() & u64::from(U24_MASK)) as u32;
             reply.sack = r.buf.sack();
-            self.stats.trim_nacks_sent += 1;
+            self.stats.acks_sent += 1;
             self.queue_control(reply);
             return;
         }
@@ -320,9 +319,7 @@ impl Nic {
             // The ACK that echoes CE covers only this packet: what arrived before it
             // unmarked is acknowledged first, so no algorithm counts it as marked.
             if let Some(p) = r.pending.take() {
-                r.unacked_bytes = 0;
-                self.stats.acks_sent += 1;
-                self.queue_control(p);
+                self.send_ack(i, p);
             }
         }
         let r = &mut self.receivers[i];
@@ -375,10 +372,7 @@ impl Nic {
         reply.sack = r.buf.sack();
         r.unacked_bytes += u64::from(pkt.payload);
         if now_please || r.unacked_bytes >= self.cfg.ack_every_bytes {
-            r.pending = None;
-            r.unacked_bytes = 0;
-            self.stats.acks_sent += 1;
-            self.queue_control(reply);
+            self.send_ack(i, reply);
         } else {
             r.pending = Some(reply);
         }
@@ -390,6 +384,15 @@ impl Nic {
             self.stats.cnps_sent += 1;
             self.queue_control(Packet::control(Kind::Cnp, self.cfg.host, peer, flow));
         }
+    }
+
+    /// Sends receiver `i`'s ACK, which covers everything that arrived so far.
+    fn send_ack(&mut self, i: usize, ack: Packet) {
+        let r = &mut self.receivers[i];
+        r.pending = None;
+        r.unacked_bytes = 0;
+        self.stats.acks_sent += 1;
+        self.queue_control(ack);
     }
 
     /// The port is free: the next packet to send, control before data, flows in

@@ -171,8 +171,6 @@ pub struct SenderStats {
     pub losses_detected: u64,
     /// Retransmissions a D-SACK showed to be unnecessary.
     pub spurious_retransmits: u64,
-    /// NACKs for trimmed packets.
-    pub trim_nacks: u64,
     /// Losses and timeouts the congestion controller was told of (at most one loss
     /// per round trip).
     pub loss_events: u64,
@@ -515,7 +513,12 @@ impl Sender {
             .map(|s| now.saturating_sub(s.sent_at));
         if let Some(r) = rtt {
             self.rtt.update(r);
-            self.rtt_max = r.max(self.rtt_max - (self.rtt_max - r.min(self.rtt_max)) / 64);
+            // Up at once, down by 1/64 of the gap per sample.
+            self.rtt_max = if r >= self.rtt_max {
+                r
+            } else {
+                self.rtt_max - (self.rtt_max - r) / 64
+            };
         }
         if let Some(s) = acked_slot {
             let congested = ack.ecn_echo
@@ -578,7 +581,6 @@ impl Sender {
             return;
         }
         if nack.trimmed {
-            self.stats.trim_nacks += 1;
             let trimmed = self.unwrap(nack.psn).filter(|&i| i < self.next_new);
             if let Some(i) = trimmed {
                 if self.slot(i).state == State::InFlight {
@@ -613,17 +615,22 @@ impl Sender {
         self.lost_pending += 1;
         self.stats.losses_detected += 1;
         if report && self.loss_reported_at.is_none_or(|t| sent_at > t) {
-            self.loss_reported_at = Some(now);
-            self.stats.loss_events += 1;
-            self.cc.on_congestion(
-                now,
-                &CongestionEvent::Loss {
-                    psn: (index & u64::from(U24_MASK)) as u32,
-                    bytes: wire,
-                },
-            );
-            self.trace(now, CcSignal::Loss);
+            let psn = (index & u64::from(U24_MASK)) as u32;
+            self.tell_loss(now, &CongestionEvent::Loss { psn, bytes: wire });
         }
+    }
+
+    /// Tells the congestion controller of a loss or a timeout, which opens a new
+    /// recovery episode (the module docs).
+    fn tell_loss(&mut self, now: Nanos, event: &CongestionEvent) {
+        self.loss_reported_at = Some(now);
+        self.stats.loss_events += 1;
+        self.cc.on_congestion(now, event);
+        let signal = match event {
+            CongestionEvent::Timeout => CcSignal::Timeout,
+            _ => CcSignal::Loss,
+        };
+        self.trace(now, signal);
     }
 
     fn detect_losses(&mut self, now: Nanos) {
@@ -680,10 +687,7 @@ impl Sender {
                     self.declare_lost(now, i, false);
                 }
             }
-            self.loss_reported_at = Some(now);
-            self.stats.loss_events += 1;
-            self.cc.on_congestion(now, &CongestionEvent::Timeout);
-            self.trace(now, CcSignal::Timeout);
+            self.tell_loss(now, &CongestionEvent::Timeout);
             self.rto_backoff += 1;
             self.rto_at = Some(now + self.rto());
         }

@@ -113,6 +113,8 @@ pub struct PortReport {
     pub ecn_marks: u64,
     pub pfc_pauses_sent: u64,
     pub trims: u64,
+    /// Packets that came in on this port and had no route out.
+    pub no_route_drops: u64,
 }
 
 /// A ring all-reduce's figures, as nccl-tests reports them.
@@ -429,7 +431,7 @@ pub fn build_report(sim: &RunView<'_>) -> Report {
         let node = sim.topo.hosts as usize + i;
         for (p, st) in stats.iter().enumerate() {
             let p = p as u16;
-            switch_drops += st.drops;
+            switch_drops += st.drops + st.no_route;
             trims += st.trims;
             ports.push(PortReport {
                 switch: sim.topo.names[node].clone(),
@@ -441,6 +443,7 @@ pub fn build_report(sim: &RunView<'_>) -> Report {
                 ecn_marks: st.ecn_marks,
                 pfc_pauses_sent: st.pauses_sent,
                 trims: st.trims,
+                no_route_drops: st.no_route,
             });
         }
     }
@@ -451,7 +454,7 @@ pub fn build_report(sim: &RunView<'_>) -> Report {
         rx.out_of_order += s.out_of_order;
         rx.duplicates += s.duplicates;
         rx.max_held = rx.max_held.max(s.max_held);
-        rx.acks_sent += s.acks_sent + s.trim_nacks_sent;
+        rx.acks_sent += s.acks_sent;
         for snd in nic.senders() {
             spurious += snd.stats.spurious_retransmits;
             timeouts += snd.stats.timeouts;

@@ -180,6 +180,9 @@ pub struct PortStats {
     pub pauses_sent: u64,
     /// Data packets cut to their headers for lack of room.
     pub trims: u64,
+    /// Packets that came in on this port and had no route out (no route to their
+    /// destination, or every candidate port down), dropped.
+    pub no_route: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +270,7 @@ impl<H: Copy> Switch<H> {
         handle: H,
     ) -> Verdict {
         let Some(port) = self.choose_port(now, pkt) else {
+            self.ports[usize::from(in_port)].stats.no_route += 1;
             return Verdict::Dropped(DropReason::NoRoute);
         };
         let mut entry = Entry {
@@ -296,27 +300,27 @@ impl<H: Copy> Switch<H> {
             p.queue
                 .push_over(entry)
                 .map_err(|_| DropReason::PfcOverflow)
-        } else if let (Some(trim), true) = (self.cfg.trim, pkt.kind == Kind::Data) {
-            let limit = trim.threshold_bytes.min(p.queue.cap_bytes());
-            if !pkt.trimmed
-                && p.queue.bytes() + u64::from(entry.bytes) <= limit
-                && p.queue.push(entry).is_ok()
-            {
-                Ok(())
-            } else {
-                if !pkt.trimmed {
+        } else {
+            let room = match self.cfg.trim {
+                Some(trim) if !pkt.is_control() => trim.threshold_bytes.min(p.queue.cap_bytes()),
+                _ => p.queue.cap_bytes(),
+            };
+            let fits = p.queue.bytes() + u64::from(entry.bytes) <= room;
+            match (fits && p.queue.push(entry).is_ok(), self.cfg.trim) {
+                (true, _) => Ok(()),
+                (false, Some(_)) if !pkt.is_control() => {
+                    // No room: cut it to its headers and send them on as control.
                     pkt.trim();
                     p.stats.trims += 1;
+                    entry.bytes = pkt.wire_len();
+                    entry.ect = false;
+                    if self.cfg.control_priority {
+                        return self.push_control(port, entry);
+                    }
+                    p.queue.push(entry).map_err(|_| DropReason::TailDrop)
                 }
-                entry.bytes = pkt.wire_len();
-                entry.ect = false;
-                if self.cfg.control_priority {
-                    return self.push_control(port, entry);
-                }
-                p.queue.push(entry).map_err(|_| DropReason::TailDrop)
+                (false, _) => Err(DropReason::TailDrop),
             }
-        } else {
-            p.queue.push(entry).map_err(|_| DropReason::TailDrop)
         };
         if let Err(reason) = pushed {
             p.stats.drops += 1;

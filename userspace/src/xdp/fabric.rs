@@ -240,6 +240,8 @@ impl XdpFabric {
                             pauses_sent: 0,
                             // fl_switch drops what does not fit; it does not trim yet.
                             trims: 0,
+                            // Counted per switch, not per port: `xdp.switches[].no_route`.
+                            no_route: 0,
                         })
                     })
                     .collect()
